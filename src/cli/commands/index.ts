@@ -1,0 +1,4 @@
+import type { Command } from 'commander';
+
+/** Each command module exports one `register` that adds its subcommand to the program. */
+export const commands: Array<(program: Command) => void> = [];
