@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { register as lab } from './lab.js';
 
 /** Each command module exports one `register` that adds its subcommand to the program. */
-export const commands: Array<(program: Command) => void> = [];
+export const commands: Array<(program: Command) => void> = [lab];
