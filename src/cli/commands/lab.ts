@@ -5,6 +5,8 @@ import { UserError } from '../../errors.js';
 import { execArgv, labDown, labInfo, labUp, readTopology, type LabInfo } from '../../lab/lab.js';
 import { DEFAULT_PREFIX, DEFAULT_REAL_SERVERS, MAX_REAL_SERVERS, type LabHost } from '../../lab/topology.js';
 
+const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+
 function wholeNumber(value: string): number {
   const n = Number(value);
   if (!/^\d+$/.test(value) || !Number.isSafeInteger(n)) throw new InvalidArgumentError('not a whole number');
@@ -24,7 +26,7 @@ function formatInfo(info: LabInfo): string {
   const table = rows.map((r) => `  ${r.map((c, i) => c.padEnd(widths[i]!)).join('  ')}`.trimEnd());
   const vips = [...info.vips.ipv4, ...info.vips.ipv6].join(', ');
   return [
-    `lab "${info.prefix}": ${info.realServers.length} real servers, ${info.ipv6 ? 'IPv4 and IPv6' : 'IPv4'}`,
+    `lab "${info.prefix}": ${plural(info.realServers.length, 'real server')}, ${info.ipv6 ? 'IPv4 and IPv6' : 'IPv4'}`,
     ...table,
     `  switch: bridge ${info.switch.bridge} in ${info.switch.namespace}`,
     `  VIPs: ${vips} (on the director's ${info.director.interface}, on each real server's lo)`,
@@ -63,7 +65,7 @@ export function register(program: Command): void {
       process.stdout.write(
         namespaces.length === 0 && processes.length === 0
           ? `no lab "${opts.name}" to remove\n`
-          : `removed the lab "${opts.name}": ${namespaces.length} namespaces, ${processes.length} processes\n`,
+          : `removed the lab "${opts.name}": ${plural(namespaces.length, 'namespace')}, ${plural(processes.length, 'process', 'processes')}\n`,
       );
     });
 
