@@ -1,0 +1,100 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import Handlebars from 'handlebars';
+import { templatesDir } from '../paths.js';
+import type { ProgramPlan, PlannedService } from '../plan.js';
+import type { Protocol, Scheduler } from '../config/types.js';
+import { RING_SIZES, ringSize } from '../sched/ring.js';
+
+/* The data plane knows two ways to index a table (bpf/forward.h). */
+const SCHED_CONST: Partial<Record<Scheduler, string>> = { maglev: 'MAGLEV', sh: 'SH' };
+const C_PROTO: Record<Protocol, string> = { tcp: 'IPPROTO_TCP', udp: 'IPPROTO_UDP' };
+const PROTOCOL_ORDER: Protocol[] = ['tcp', 'udp'];
+
+export const cName = (serviceName: string): string => serviceName.replace(/-/g, '_');
+export const ringMapName = (ringClass: number): string => `rings_${ringSize(ringClass)}`;
+/** The size class of a map of tables, from its name; undefined for other maps. */
+export function ringClassOfMapName(name: string): number | undefined {
+  const m = /^rings_(\d+)$/.exec(name);
+  const cls = m ? RING_SIZES.indexOf(Number(m[1]) as (typeof RING_SIZES)[number]) : -1;
+  return cls >= 0 ? cls : undefined;
+}
+
+interface VipContext {
+  address: string;
+  names: string[];
+  protocols: Array<{ cproto: string; ports: Array<{ port: number; cname: string }>; wildcard?: string }>;
+}
+
+/** One VIP's services grouped by protocol, specific ports before the all-ports service. */
+function vipContext(address: string, services: PlannedService[]): VipContext {
+  const protocols = PROTOCOL_ORDER.flatMap((protocol) => {
+    const mine = services.filter((s) => s.service.protocol === protocol);
+    if (mine.length === 0) return [];
+    const ports = mine
+      .filter((s) => s.service.port !== 0)
+      .sort((a, b) => a.service.port - b.service.port)
+      .map((s) => ({ port: s.service.port, cname: cName(s.service.name) }));
+    const wildcard = mine.find((s) => s.service.port === 0);
+    return [{ cproto: C_PROTO[protocol], ports, wildcard: wildcard && cName(wildcard.service.name) }];
+  });
+  return { address, names: services.map((s) => s.service.name), protocols };
+}
+
+const hex32 = (b: Buffer, offset: number): string => `0x${b.subarray(offset, offset + 4).toString('hex')}`;
+
+/** The template's view of a plan: everything precomputed, so the template has no logic. */
+export function templateContext(plan: ProgramPlan): object {
+  const byVip = new Map<string, PlannedService[]>();
+  for (const s of plan.services) {
+    const list = byVip.get(s.service.vip.address) ?? [];
+    list.push(s);
+    byVip.set(s.service.vip.address, list);
+  }
+  const vips = [...byVip.entries()].map(([address, services]) => ({ vip: services[0]!.service.vip, ctx: vipContext(address, services) }));
+  const vips4 = vips
+    .filter((v) => v.vip.family === 4)
+    .map((v) => ({ ...v.ctx, octets: [...v.vip.bytes].join(', ') }));
+  const groups6 = new Map<string, Array<VipContext & { head: string }>>();
+  for (const v of vips.filter((x) => x.vip.family === 6)) {
+    const last = hex32(v.vip.bytes, 12);
+    const head = [0, 4, 8].map((o) => hex32(v.vip.bytes, o)).join(', ');
+    groups6.set(last, [...(groups6.get(last) ?? []), { ...v.ctx, head }]);
+  }
+  return {
+    source: plan.source,
+    vipCount: byVip.size,
+    serviceSlots: plan.serviceSlots,
+    connTableSize: plan.connTableSize,
+    timeouts: plan.timeouts,
+    ringClasses: plan.ringClasses.map((c) => ({ index: c.ringClass, name: ringMapName(c.ringClass), size: ringSize(c.ringClass), services: c.services })),
+    services: plan.services.map((s) => ({
+      name: s.service.name,
+      cname: cName(s.service.name),
+      id: s.id,
+      protocol: s.service.protocol,
+      endpoint: endpoint(s.service.vip.address, s.service.port),
+      scheduler: s.service.scheduler,
+      schedConst: SCHED_CONST[s.service.scheduler],
+      backendCount: s.service.backends.length,
+      ringClass: s.ringClass,
+    })),
+    vips4,
+    vips6: [...groups6.entries()].map(([last, list]) => ({ last, vips: list })),
+  };
+}
+
+export const endpoint = (address: string, port: number): string =>
+  `${address.includes(':') ? `[${address}]` : address}:${port === 0 ? '*' : port}`;
+
+let compiled: Handlebars.TemplateDelegate | undefined;
+
+/** The C source of the XDP program for a plan. */
+export function generateProgram(plan: ProgramPlan): string {
+  if (!compiled) {
+    const hb = Handlebars.create();
+    hb.registerHelper('join', (list: string[]) => list.join(', '));
+    compiled = hb.compile(fs.readFileSync(path.join(templatesDir, 'program.c.hbs'), 'utf8'), { noEscape: true, strict: true });
+  }
+  return compiled(templateContext(plan));
+}

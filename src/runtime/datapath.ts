@@ -1,0 +1,163 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { BpfMap, BpfObject, BpfProgram, BPF_F_INNER_MAP, VerifierError, type MapSpec } from '../libbpf.js';
+import { PERSISTENT_MAPS, BACKEND_PRESENT, LAYOUTS, encodeBackend, encodeRing, u32Key } from '../abi.js';
+import { generateProgram, ringClassOfMapName } from '../codegen/program.js';
+import { compileProgram } from '../codegen/clang.js';
+import { serviceRing, backendKey, type PlannedService, type ProgramPlan } from '../plan.js';
+import { RING_DIRTY, RING_BACKEND_MASK } from '../sched/ring.js';
+import { UserError } from '../errors.js';
+
+/** The XDP program's name in the generated object (SEC("xdp") int xdpvs). */
+export const PROGRAM_NAME = 'xdpvs';
+
+/** Generates the C of a plan and compiles it in dir; returns the object file. */
+export function buildProgram(plan: ProgramPlan, dir: string): string {
+  fs.mkdirSync(dir, { recursive: true });
+  const cFile = path.join(dir, 'xdpvs.c');
+  fs.writeFileSync(cFile, generateProgram(plan));
+  return compileProgram(cFile);
+}
+
+/** A loaded (not yet attached) program with its maps. */
+export interface Datapath {
+  object: BpfObject;
+  program: BpfProgram;
+  maps: Record<(typeof PERSISTENT_MAPS)[number], BpfMap>;
+  /** ring class -> its map of tables */
+  rings: Map<number, BpfMap>;
+  /** persistent maps this load created rather than reused: they need pinning */
+  created: string[];
+}
+
+function describeMismatch(want: MapSpec, have: MapSpec): string[] {
+  const keys: Array<keyof MapSpec> = ['type', 'keySize', 'valueSize', 'maxEntries', 'flags'];
+  return keys.filter((k) => want[k] !== have[k]).map((k) => `${k}: pinned ${have[k]}, this program wants ${want[k]}`);
+}
+
+/**
+ * Opens and loads a compiled program. Persistent maps come from `pinned` when given there, after
+ * checking they match what the program declares, so counters and flows carry over. A verifier
+ * rejection becomes a UserError that shows the log lines that matter.
+ */
+export function loadDatapath(objectPath: string, pinned: Partial<Record<string, BpfMap>> = {}): Datapath {
+  const object = BpfObject.open(objectPath);
+  try {
+    const created: string[] = [];
+    for (const name of PERSISTENT_MAPS) {
+      const existing = pinned[name];
+      const m = object.map(name);
+      if (!existing) {
+        created.push(name);
+        continue;
+      }
+      const problems = describeMismatch(m.spec(), existing.info());
+      if (problems.length > 0) {
+        throw new UserError(`the pinned map '${name}' does not fit the new program`, [
+          ...problems,
+          'its contents cannot carry over; `xdpvs unload` first to start afresh (established flows lose their table)',
+        ]);
+      }
+      m.reuseFd(existing);
+    }
+    try {
+      object.load();
+    } catch (err) {
+      if (err instanceof VerifierError) {
+        throw new UserError(`the kernel's verifier rejected the program: ${err.message}`, [...err.summary().split('\n'), `full log: ${err.log.split('\n').length} lines`]);
+      }
+      throw err;
+    }
+    const maps = Object.fromEntries(PERSISTENT_MAPS.map((n) => [n, object.map(n).toMap()])) as Datapath['maps'];
+    const rings = new Map<number, BpfMap>();
+    for (const name of object.mapNames()) {
+      const cls = ringClassOfMapName(name);
+      if (cls !== undefined) rings.set(cls, object.map(name).toMap());
+    }
+    return { object, program: object.program(PROGRAM_NAME).toProgram(), maps, rings, created };
+  } catch (err) {
+    object.close();
+    throw err;
+  }
+}
+
+/** Reads a service's table from a map of tables; undefined when it has none. */
+export function readRing(rings: BpfMap, id: number): Uint32Array | undefined {
+  const ref = rings.lookup(u32Key(id));
+  if (!ref) return undefined;
+  const inner = BpfMap.fromId(ref.readUInt32LE(0));
+  try {
+    const size = inner.info().maxEntries;
+    const table = new Uint32Array(size);
+    for (const [k, v] of inner.entries()) table[k.readUInt32LE(0)] = v.readUInt32LE(0);
+    return table;
+  } finally {
+    inner.close();
+  }
+}
+
+/**
+ * Marks slots whose backend differs from the table it replaces: flows recorded there may belong
+ * to the old backend, so their packets must consult the connection table. A slot stays marked
+ * while it was marked before. A table of another size shares no slots with the old one, so all
+ * of its slots are marked.
+ */
+export function markChanges(next: Uint32Array, previous: Uint32Array | undefined): Uint32Array {
+  if (!previous) return next;
+  const out = new Uint32Array(next.length);
+  for (let i = 0; i < next.length; i++) {
+    const changed = previous.length !== next.length || (previous[i]! & RING_BACKEND_MASK) !== next[i] || (previous[i]! & RING_DIRTY) !== 0;
+    out[i] = (changed ? next[i]! | RING_DIRTY : next[i]!) >>> 0;
+  }
+  return out;
+}
+
+/**
+ * Puts a new table in a service's slot of its map of tables. The table is written whole into a
+ * fresh inner map first; the swap of the inner map is one atomic update.
+ */
+export function installRing(rings: BpfMap, s: PlannedService, table: Uint32Array): void {
+  const inner = BpfMap.create({
+    type: 'array',
+    name: `ring_${s.id}`,
+    keySize: 4,
+    valueSize: 4,
+    maxEntries: table.length,
+    flags: BPF_F_INNER_MAP,
+  });
+  try {
+    const keys = Array.from({ length: table.length }, (_, i) => u32Key(i));
+    const raw = encodeRing(table);
+    inner.updateBatch(keys, keys.map((_, i) => raw.subarray(i * 4, i * 4 + 4)));
+    const fd = Buffer.alloc(4);
+    fd.writeUInt32LE(inner.fd);
+    rings.update(u32Key(s.id), fd);
+  } finally {
+    inner.close();
+  }
+}
+
+/** The table a service gets, marked against the one it had under `previousRings`. */
+export function nextRing(s: PlannedService, previousRings: Map<number, BpfMap> | undefined): Uint32Array {
+  const prior = previousRings?.get(s.ringClass);
+  return markChanges(serviceRing(s), prior ? readRing(prior, s.id) : undefined);
+}
+
+/**
+ * Writes every planned backend into the backends map. Returns what the entries held before,
+ * so a load that fails later can put them back.
+ */
+export function writeBackends(backends: BpfMap, plan: ProgramPlan, macs: Map<string, Buffer>): () => void {
+  const before: Array<[Buffer, Buffer | null]> = [];
+  for (const s of plan.services) {
+    for (const b of s.backends) {
+      const key = u32Key(b.index);
+      before.push([key, backends.lookup(key)]);
+      backends.update(key, encodeBackend({ mac: macs.get(backendKey(s.service, b.backend))!, flags: BACKEND_PRESENT, service: s.id }));
+    }
+  }
+  return () => {
+    for (const [key, value] of before) backends.update(key, value ?? Buffer.alloc(LAYOUTS.xdpvs_backend.size));
+  };
+}
+
