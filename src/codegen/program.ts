@@ -41,7 +41,49 @@ function vipContext(address: string, services: PlannedService[]): VipContext {
   return { address, names: services.map((s) => s.service.name), protocols };
 }
 
+/** VIPs per match function: keeps every function far below the reach of a BPF jump. */
+export const PART_SIZE = 256;
+
 const hex32 = (b: Buffer, offset: number): string => `0x${b.subarray(offset, offset + 4).toString('hex')}`;
+
+interface Case {
+  /** the address word as the program loads it (little-endian), for ordering and dispatch */
+  word: number;
+  label: string;
+  vips: Array<VipContext & { head?: string }>;
+}
+
+interface Family {
+  name: string;
+  key: string;
+  partitioned: boolean;
+  parts: Array<{ index: number; first: string; last: string; cases: Case[] }>;
+  dispatch?: string;
+}
+
+/** A binary search over the parts' first words, as nested ifs. */
+function dispatchTree(name: string, parts: Family['parts'], indent = '\t'): string {
+  if (parts.length === 1) return `${indent}return xdpvs_match_${name}_${parts[0]!.index}(pkt);`;
+  const mid = parts.length >> 1;
+  const first = parts[mid]!.cases[0]!;
+  return [
+    `${indent}if (word < 0x${first.word.toString(16).padStart(8, '0')}) /* ${first.vips[0]!.address} */`,
+    dispatchTree(name, parts.slice(0, mid), `${indent}\t`),
+    `${indent}else`,
+    dispatchTree(name, parts.slice(mid), `${indent}\t`),
+  ].join('\n');
+}
+
+function family(name: string, key: string, cases: Case[]): Family {
+  cases.sort((a, b) => a.word - b.word);
+  const parts: Family['parts'] = [];
+  for (let i = 0; i < cases.length || parts.length === 0; i += PART_SIZE) {
+    const mine = cases.slice(i, i + PART_SIZE);
+    parts.push({ index: parts.length, first: mine[0]?.vips[0]?.address ?? '', last: mine.at(-1)?.vips.at(-1)?.address ?? '', cases: mine });
+  }
+  const partitioned = parts.length > 1;
+  return { name, key, partitioned, parts, dispatch: partitioned ? dispatchTree(name, parts) : undefined };
+}
 
 /** The template's view of a plan: everything precomputed, so the template has no logic. */
 export function templateContext(plan: ProgramPlan): object {
@@ -52,14 +94,15 @@ export function templateContext(plan: ProgramPlan): object {
     byVip.set(s.service.vip.address, list);
   }
   const vips = [...byVip.entries()].map(([address, services]) => ({ vip: services[0]!.service.vip, ctx: vipContext(address, services) }));
-  const vips4 = vips
+  const cases4: Case[] = vips
     .filter((v) => v.vip.family === 4)
-    .map((v) => ({ ...v.ctx, octets: [...v.vip.bytes].join(', ') }));
-  const groups6 = new Map<string, Array<VipContext & { head: string }>>();
+    .map((v) => ({ word: v.vip.bytes.readUInt32LE(0), label: `XDPVS_IPV4(${[...v.vip.bytes].join(', ')})`, vips: [v.ctx] }));
+  const cases6 = new Map<number, Case>();
   for (const v of vips.filter((x) => x.vip.family === 6)) {
-    const last = hex32(v.vip.bytes, 12);
-    const head = [0, 4, 8].map((o) => hex32(v.vip.bytes, o)).join(', ');
-    groups6.set(last, [...(groups6.get(last) ?? []), { ...v.ctx, head }]);
+    const word = v.vip.bytes.readUInt32LE(12);
+    const c = cases6.get(word) ?? { word, label: `XDPVS_BE32(${hex32(v.vip.bytes, 12)})`, vips: [] };
+    c.vips.push({ ...v.ctx, head: [0, 4, 8].map((o) => hex32(v.vip.bytes, o)).join(', ') });
+    cases6.set(word, c);
   }
   return {
     source: plan.source,
@@ -67,6 +110,7 @@ export function templateContext(plan: ProgramPlan): object {
     serviceSlots: plan.serviceSlots,
     connTableSize: plan.connTableSize,
     timeouts: plan.timeouts,
+    partSize: PART_SIZE,
     ringClasses: plan.ringClasses.map((c) => ({ index: c.ringClass, name: ringMapName(c.ringClass), size: ringSize(c.ringClass), services: c.services })),
     services: plan.services.map((s) => ({
       name: s.service.name,
@@ -79,8 +123,7 @@ export function templateContext(plan: ProgramPlan): object {
       backendCount: s.service.backends.length,
       ringClass: s.ringClass,
     })),
-    vips4,
-    vips6: [...groups6.entries()].map(([last, list]) => ({ last, vips: list })),
+    families: [family('ipv4', 'pkt->flow.daddr[0]', cases4), family('ipv6', 'pkt->flow.daddr[3]', [...cases6.values()])],
   };
 }
 
