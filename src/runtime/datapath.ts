@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { BpfMap, BpfObject, BpfProgram, BPF_F_INNER_MAP, VerifierError, type MapSpec } from '../libbpf.js';
+import { BpfMap, BpfObject, BpfProgram, VerifierError, type MapSpec } from '../libbpf.js';
 import { PERSISTENT_MAPS, BACKEND_PRESENT, LAYOUTS, encodeBackend, encodeRing, u32Key } from '../abi.js';
 import { generateProgram, ringClassOfMapName } from '../codegen/program.js';
 import { compileProgram } from '../codegen/clang.js';
@@ -123,7 +123,6 @@ export function installRing(rings: BpfMap, s: PlannedService, table: Uint32Array
     keySize: 4,
     valueSize: 4,
     maxEntries: table.length,
-    flags: BPF_F_INNER_MAP,
   });
   try {
     const keys = Array.from({ length: table.length }, (_, i) => u32Key(i));

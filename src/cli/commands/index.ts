@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { register as lab } from './lab.js';
+import { register as services } from './services.js';
 
 /** Each command module exports one `register` that adds its subcommand to the program. */
-export const commands: Array<(program: Command) => void> = [lab];
+export const commands: Array<(program: Command) => void> = [services, lab];
