@@ -103,15 +103,13 @@ export async function loadServices(req: LoadRequest): Promise<LoadResult> {
   const macs = await resolveMacs(config, plan, req.iface);
   const pins = pinDir(req.iface);
   const run = runDir(req.iface);
+  const firstLoad = !fs.existsSync(run);
   fs.mkdirSync(run, { recursive: true });
   const build = fs.mkdtempSync(path.join(run, 'build-'));
   const persistent = openPins(pins, [...PERSISTENT_MAPS]);
   const oldRings = new Map<number, BpfMap>();
-  for (const [name, m] of Object.entries(openPins(pins, fs.existsSync(pins) ? fs.readdirSync(pins) : []))) {
-    const cls = ringClassOfMapName(name);
-    if (cls !== undefined) oldRings.set(cls, m);
-    else m.close();
-  }
+  const ringPins = fs.existsSync(pins) ? fs.readdirSync(pins).filter((n) => ringClassOfMapName(n) !== undefined) : [];
+  for (const [name, m] of Object.entries(openPins(pins, ringPins))) oldRings.set(ringClassOfMapName(name)!, m);
   let dp: Datapath | undefined;
   try {
     dp = loadDatapath(buildProgram(plan, build), persistent);
@@ -153,6 +151,9 @@ export async function loadServices(req: LoadRequest): Promise<LoadResult> {
     };
     writeState(state);
     return { state, plan, replaced: ours };
+  } catch (err) {
+    if (firstLoad) fs.rmSync(run, { recursive: true, force: true });
+    throw err;
   } finally {
     dp?.object.close();
     for (const m of [...Object.values(persistent), ...oldRings.values()]) m.close();

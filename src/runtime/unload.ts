@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { ifindexOf, xdpDetach, xdpQuery } from '../libbpf.js';
-import { pinDir, runDir } from '../paths.js';
+import { pinDir, pinRoot, runDir, runRoot } from '../paths.js';
 import { UserError } from '../errors.js';
 import { readState } from './state.js';
 
@@ -27,5 +27,14 @@ export function unloadInterface(iface: string): { detached: boolean; removed: st
     }
   }
   for (const d of removed) fs.rmSync(d, { recursive: true, force: true });
+  for (const root of [pinRoot, runRoot]) removeIfEmpty(root);
   return { detached, removed };
+}
+
+function removeIfEmpty(dir: string): void {
+  try {
+    fs.rmdirSync(dir);
+  } catch {
+    // not empty (another interface is loaded) or already gone
+  }
 }
