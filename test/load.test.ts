@@ -3,7 +3,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { BpfMap } from '../src/libbpf.js';
-import { decodeBackend, decodeConn, encodeConn, encodeFlow, u32Key } from '../src/abi.js';
+import { decodeBackend, decodeConn, decodeFlow, encodeConn, encodeFlow, u32Key } from '../src/abi.js';
+import { readRing } from '../src/runtime/datapath.js';
+import { hashFlow, ringSlot } from '../src/sched/hash.js';
+import { RING_DIRTY } from '../src/sched/ring.js';
 import { TestNetns } from './helpers/netns.js';
 
 /*
@@ -73,7 +76,13 @@ t.test('a second load replaces the program atomically and keeps maps, flows and 
   t.not(progId(), before.prog, 'a new program runs');
   t.notMatch(linkXdp(), /xdpgeneric/);
   t.same({ conns: mapId('conns'), stats: mapId('backend_stats'), backends: mapId('backends') }, { conns: before.conns, stats: before.stats, backends: before.backends }, 'the same maps');
-  t.equal(withMap('conns', (m) => decodeConn(m.lookup(flow)!).backend), 1, 'the recorded flow is still there');
+  const conn = withMap('conns', (m) => decodeConn(m.lookup(flow)!));
+  t.equal(conn.backend, 1, 'the recorded flow is still there');
+  // the flow's slot in the new table: when it was marked, the entry got a fresh last-seen time
+  const table = withMap('rings_1021', (m) => readRing(m, 0)!);
+  const slot = ringSlot(hashFlow(decodeFlow(flow)), table.length);
+  t.equal(conn.lastSeenNs > 1n, (table[slot]! & RING_DIRTY) !== 0, 'a flow whose slot is now marked looks alive; others are untouched');
+  t.ok(table.some((e) => (e & RING_DIRTY) !== 0), 'slots whose backend changed are marked');
   const mac14 = withMap('backends', (m) => decodeBackend(m.lookup(u32Key(2))!).mac.toString('hex'));
   t.equal(mac14, '020000000014', 'a MAC missing from the file comes from the neighbour table');
   t.end();

@@ -15,6 +15,11 @@ export function buildProgram(): Command {
 
 /** The only place that turns errors into exit codes. */
 export async function main(argv: string[]): Promise<number> {
+  // a reader that stops early (`| head`) is not an error
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
   try {
     await buildProgram().parseAsync(argv);
     return 0;

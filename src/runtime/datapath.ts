@@ -6,6 +6,9 @@ import { generateProgram, ringClassOfMapName } from '../codegen/program.js';
 import { compileProgram } from '../codegen/clang.js';
 import { serviceRing, backendKey, type PlannedService, type ProgramPlan } from '../plan.js';
 import { RING_DIRTY, RING_BACKEND_MASK } from '../sched/ring.js';
+import { hashFlow, hashSource, ringSlot } from '../sched/hash.js';
+import { decodeConn, decodeFlow, encodeConn } from '../abi.js';
+import { formatIp } from '../net/addr.js';
 import { UserError } from '../errors.js';
 
 /** The XDP program's name in the generated object (SEC("xdp") int xdpvs). */
@@ -136,10 +139,18 @@ export function installRing(rings: BpfMap, s: PlannedService, table: Uint32Array
   }
 }
 
+/** The table a service has now under `previousRings`, in whichever size class it was. */
+export function currentRing(s: PlannedService, previousRings: Map<number, BpfMap> | undefined): Uint32Array | undefined {
+  for (const rings of previousRings?.values() ?? []) {
+    const table = readRing(rings, s.id);
+    if (table) return table;
+  }
+  return undefined;
+}
+
 /** The table a service gets, marked against the one it had under `previousRings`. */
 export function nextRing(s: PlannedService, previousRings: Map<number, BpfMap> | undefined): Uint32Array {
-  const prior = previousRings?.get(s.ringClass);
-  return markChanges(serviceRing(s), prior ? readRing(prior, s.id) : undefined);
+  return markChanges(serviceRing(s), currentRing(s, previousRings));
 }
 
 /**
@@ -160,3 +171,32 @@ export function writeBackends(backends: BpfMap, plan: ProgramPlan, macs: Map<str
   };
 }
 
+
+/**
+ * Established TCP packets on an unchanged slot never touch the connection table, so their
+ * entries' last-seen time is old. Before their slot is marked, such entries get a fresh one: a
+ * long-lived flow must not look expired at the moment it starts needing its entry. A flow that
+ * really is dead then lingers for one more timeout, which only keeps a client where it was.
+ */
+export function refreshMarkedFlows(conns: BpfMap, plan: ProgramPlan, tables: Map<number, Uint32Array>, previous: Map<number, Uint32Array | undefined>): number {
+  const byEndpoint = new Map<string, PlannedService>();
+  for (const s of plan.services) byEndpoint.set(`${s.service.protocol}/${s.service.vip.address}/${s.service.port}`, s);
+  const now = process.hrtime.bigint(); // CLOCK_MONOTONIC, as bpf_ktime_get_coarse_ns
+  let refreshed = 0;
+  for (const [key, value] of conns.entries()) {
+    const flow = decodeFlow(key);
+    const proto = flow.proto === 6 ? 'tcp' : 'udp';
+    const vip = formatIp(flow.daddr);
+    const s = byEndpoint.get(`${proto}/${vip}/${flow.dport}`) ?? byEndpoint.get(`${proto}/${vip}/0`);
+    const table = s && tables.get(s.id);
+    if (!s || !table) continue;
+    const hash = s.service.scheduler === 'sh' ? hashSource(flow.saddr) : hashFlow(flow);
+    const slot = ringSlot(hash, table.length);
+    const before = previous.get(s.id);
+    const newlyMarked = (table[slot]! & RING_DIRTY) !== 0 && !(before && before.length === table.length && (before[slot]! & RING_DIRTY) !== 0);
+    if (!newlyMarked) continue;
+    conns.update(key, encodeConn({ ...decodeConn(value), lastSeenNs: now }));
+    refreshed++;
+  }
+  return refreshed;
+}

@@ -2,14 +2,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseServicesFile } from '../config/validate.js';
 import type { ServicesConfig } from '../config/types.js';
-import { planProgram, backendKey, type ProgramPlan } from '../plan.js';
+import { planProgram, backendKey, serviceRing, type ProgramPlan } from '../plan.js';
 import { BpfMap, BpfProgram, ifindexOf, xdpAttach, xdpQuery, type XdpAttachMode } from '../libbpf.js';
 import { LAYOUTS, PERSISTENT_MAPS, u32Key } from '../abi.js';
 import { parseMac } from '../net/addr.js';
 import { pinDir, runDir } from '../paths.js';
 import { UserError } from '../errors.js';
 import { ringClassOfMapName, ringMapName } from '../codegen/program.js';
-import { buildProgram, installRing, loadDatapath, nextRing, writeBackends, type Datapath } from './datapath.js';
+import { buildProgram, currentRing, installRing, loadDatapath, markChanges, refreshMarkedFlows, writeBackends, type Datapath } from './datapath.js';
 import { readNeighbours, probeNeighbours } from './neigh.js';
 import { readState, writeState, type LoadedState } from './state.js';
 
@@ -117,7 +117,10 @@ export async function loadServices(req: LoadRequest): Promise<LoadResult> {
     let mode: 'native' | 'generic';
     try {
       resetCounters(dp.maps.backend_stats, newIndexes(allocation.backends, previous?.allocation.backends));
-      for (const s of plan.services) installRing(dp.rings.get(s.ringClass)!, s, nextRing(s, oldRings));
+      const previousTables = new Map(plan.services.map((s) => [s.id, currentRing(s, oldRings)]));
+      const tables = new Map(plan.services.map((s) => [s.id, markChanges(serviceRing(s), previousTables.get(s.id))]));
+      refreshMarkedFlows(dp.maps.conns, plan, tables, previousTables);
+      for (const s of plan.services) installRing(dp.rings.get(s.ringClass)!, s, tables.get(s.id)!);
       const old = ours ? BpfProgram.fromId(attached.progId) : undefined;
       try {
         mode = xdpAttach(ifindex, dp.program, { mode: req.mode, replaceProgFd: old }).mode;
