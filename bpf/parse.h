@@ -51,17 +51,21 @@ enum xdpvs_parse {
 #define XDPVS_IP_MF 0x2000
 #define XDPVS_IP_OFFSET 0x1fff
 
-/* Ports of a TCP or UDP header at l4 (both start with source and destination port). */
-static __always_inline int xdpvs_parse_ports(struct xdpvs_packet *pkt, void *l4, void *end, __u8 proto)
+/*
+ * Ports of a TCP or UDP header at l4 (both start with source and destination port). l4_len is
+ * the length of the L4 part as the IP header states it: the TCP or UDP header must lie within
+ * it, not only within the frame (bytes after the IP packet are Ethernet padding).
+ */
+static __always_inline int xdpvs_parse_ports(struct xdpvs_packet *pkt, void *l4, void *end, __u8 proto, __u32 l4_len)
 {
 	if (proto == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
 
-		if ((void *)(th + 1) > end || th->doff < 5)
+		if ((void *)(th + 1) > end || th->doff < 5 || th->doff * 4 > l4_len)
 			return XDPVS_NOT_IP;
 		pkt->tcp_flags = ((__u8 *)th)[13];
 	} else if (proto == IPPROTO_UDP) {
-		if (l4 + sizeof(struct udphdr) > end)
+		if (l4 + sizeof(struct udphdr) > end || l4_len < sizeof(struct udphdr))
 			return XDPVS_NOT_IP;
 	} else {
 		return XDPVS_NOT_IP;
@@ -92,7 +96,7 @@ static __always_inline void *xdpvs_parse_ipv4_header(struct iphdr *ip, void *end
  * breaks. The quoted packet went from the VIP to the client, so its flow read backwards is the
  * client's flow, and it hashes to the same real server.
  */
-static __always_inline int xdpvs_parse_icmp4_error(struct xdpvs_packet *pkt, struct icmphdr *icmp, void *end)
+static __always_inline int xdpvs_parse_icmp4_error(struct xdpvs_packet *pkt, struct icmphdr *icmp, void *end, __u32 len)
 {
 	if ((void *)(icmp + 1) > end)
 		return XDPVS_NOT_IP;
@@ -100,7 +104,8 @@ static __always_inline int xdpvs_parse_icmp4_error(struct xdpvs_packet *pkt, str
 		return XDPVS_NOT_IP;
 	struct iphdr *inner = (void *)(icmp + 1);
 	void *l4 = xdpvs_parse_ipv4_header(inner, end);
-	if (!l4 || (inner->protocol != IPPROTO_TCP && inner->protocol != IPPROTO_UDP))
+	if (!l4 || (inner->protocol != IPPROTO_TCP && inner->protocol != IPPROTO_UDP) ||
+	    len < sizeof(*icmp) + inner->ihl * 4 + 8) /* the quote must lie within the packet */
 		return XDPVS_NOT_IP;
 	struct udphdr *ports = l4;
 	pkt->flow.saddr[0] = inner->daddr;
@@ -127,8 +132,8 @@ static __always_inline int xdpvs_parse_ipv4(struct xdpvs_packet *pkt, struct iph
 		return XDPVS_PARSED;
 	}
 	if (ip->protocol == IPPROTO_ICMP)
-		return xdpvs_parse_icmp4_error(pkt, l4, end);
-	return xdpvs_parse_ports(pkt, l4, end, ip->protocol);
+		return xdpvs_parse_icmp4_error(pkt, l4, end, bpf_ntohs(ip->tot_len) - ip->ihl * 4);
+	return xdpvs_parse_ports(pkt, l4, end, ip->protocol, bpf_ntohs(ip->tot_len) - ip->ihl * 4);
 }
 
 static __always_inline void xdpvs_copy_ipv6(__u32 *dst, struct in6_addr *src)
@@ -139,7 +144,7 @@ static __always_inline void xdpvs_copy_ipv6(__u32 *dst, struct in6_addr *src)
 	dst[3] = src->in6_u.u6_addr32[3];
 }
 
-static __always_inline int xdpvs_parse_icmp6_error(struct xdpvs_packet *pkt, struct icmp6hdr *icmp, void *end)
+static __always_inline int xdpvs_parse_icmp6_error(struct xdpvs_packet *pkt, struct icmp6hdr *icmp, void *end, __u32 len)
 {
 	if ((void *)(icmp + 1) > end)
 		return XDPVS_NOT_IP;
@@ -148,7 +153,8 @@ static __always_inline int xdpvs_parse_icmp6_error(struct xdpvs_packet *pkt, str
 		return XDPVS_NOT_IP;
 	struct ipv6hdr *inner = (void *)(icmp + 1);
 	struct udphdr *ports = (void *)(inner + 1);
-	if ((void *)(ports + 1) > end || (inner->nexthdr != IPPROTO_TCP && inner->nexthdr != IPPROTO_UDP))
+	if ((void *)(ports + 1) > end || (inner->nexthdr != IPPROTO_TCP && inner->nexthdr != IPPROTO_UDP) ||
+	    len < sizeof(*icmp) + sizeof(*inner) + sizeof(*ports)) /* the quote must lie within the packet */
 		return XDPVS_NOT_IP;
 	xdpvs_copy_ipv6(pkt->flow.saddr, &inner->daddr);
 	xdpvs_copy_ipv6(pkt->flow.daddr, &inner->saddr);
@@ -182,8 +188,8 @@ static __always_inline int xdpvs_parse_ipv6(struct xdpvs_packet *pkt, struct ipv
 		return XDPVS_PARSED;
 	}
 	if (ip6->nexthdr == IPPROTO_ICMPV6)
-		return xdpvs_parse_icmp6_error(pkt, l4, end);
-	return xdpvs_parse_ports(pkt, l4, end, ip6->nexthdr);
+		return xdpvs_parse_icmp6_error(pkt, l4, end, bpf_ntohs(ip6->payload_len));
+	return xdpvs_parse_ports(pkt, l4, end, ip6->nexthdr, bpf_ntohs(ip6->payload_len));
 }
 
 /* Ethernet, at most one 802.1Q/802.1ad tag, then IPv4 or IPv6. */
