@@ -1,5 +1,6 @@
 import t from 'tap';
 import {
+import { prng } from './helpers/prng.js';
   flowWords,
   hashFlow,
   hashSource,
@@ -22,18 +23,6 @@ function refHash(words: readonly number[]): number {
   return Number(h & 0xffffffffn);
 }
 
-// Small deterministic PRNG (xorshift32) so the tests never flake.
-function prng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s;
-  };
-}
 
 const v4flow = {
   saddr: Buffer.from([192, 168, 1, 10]),
