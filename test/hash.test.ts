@@ -1,6 +1,5 @@
 import t from 'tap';
 import {
-import { prng } from './helpers/prng.js';
   flowWords,
   hashFlow,
   hashSource,
@@ -9,6 +8,7 @@ import { prng } from './helpers/prng.js';
   ringSlot,
   sourceWords,
 } from '../src/sched/hash.js';
+import { prng } from './helpers/prng.js';
 
 // Straightforward BigInt transcription of the spec, to check the optimised implementation.
 const MASK64 = (1n << 64n) - 1n;
