@@ -69,12 +69,18 @@ function allocate(keys: string[], previous: Record<string, number>, limit: numbe
   return result;
 }
 
+/** Settings the file may hold that this version's data plane does not act on yet. */
+export function planWarnings(services: Service[]): string[] {
+  return services.flatMap((s, i) =>
+    s.persistence === 0 ? [] : [`services[${i}].persistence: ${s.persistence} s is not enforced by this version (the sh scheduler keeps a client on one real server while the backends stay the same)`],
+  );
+}
+
 export function planProgram(config: ServicesConfig, source: string, previous: Allocation = { services: {}, backends: {} }): { plan: ProgramPlan; allocation: Allocation } {
-  for (const [i, s] of config.services.entries()) {
-    if (!SCHEDULERS_IN_DATA_PLANE.has(s.scheduler)) {
-      throw new UserError(`services[${i}].scheduler: "${s.scheduler}" is not supported by this version of the data plane (use maglev or sh)`);
-    }
-  }
+  const unsupported = config.services.flatMap((s, i) => [
+    ...(SCHEDULERS_IN_DATA_PLANE.has(s.scheduler) ? [] : [`services[${i}].scheduler: "${s.scheduler}" is not supported by this version of the data plane (use maglev or sh)`]),
+  ]);
+  if (unsupported.length > 0) throw new UserError(`${source}: ${unsupported.length} setting(s) this version cannot run yet`, unsupported);
   const allocation: Allocation = {
     services: allocate(config.services.map(serviceKey), previous.services, 16384, 'services'),
     backends: allocate(config.services.flatMap((s) => s.backends.map((b) => backendKey(s, b))), previous.backends, 65536, 'backends'),

@@ -48,6 +48,7 @@ import { serviceRing } from '../src/plan.js';
 import { hashFlow, hashSource, ringSlot } from '../src/sched/hash.js';
 import { RING_BACKEND_MASK, RING_DIRTY, RING_NONE } from '../src/sched/ring.js';
 import { LibbpfError } from '../src/libbpf.js';
+import { prng } from './helpers/prng.js';
 
 // ---------------------------------------------------------------------------------------------
 // The services every test here uses. Each backend has its own MAC, so the output frame names it.
@@ -156,18 +157,6 @@ function fresh(tt: Asserts): TestDatapath {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-// xorshift32: deterministic, so the tests never flake
-function prng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s;
-  };
-}
 
 const VIP = { web: '10.200.0.100', dns: '10.200.0.101', web6: 'fd00:200::100', twin6: 'fd00:201::100', all: '10.200.0.102', empty: '10.200.0.103', src: '10.200.0.104' };
 
@@ -1012,7 +1001,7 @@ t.test('with many VIPs (a partitioned match), every VIP reaches its service and 
   }));
   const many = buildTestProgram({ connTableSize: 65536, services });
   t.teardown(() => many.cleanup());
-  const dp = loadTestDatapath(many, { batchRings: true });
+  const dp = loadTestDatapath(many);
   t.teardown(() => dp.close());
   const c = fs.readFileSync(path.join(many.dir, 'xdpvs.c'), 'utf8');
   t.ok(/xdpvs_match_ipv4_2\b/.test(c) && /xdpvs_match_ipv6_1\b/.test(c), 'the generated match is split into parts');

@@ -115,27 +115,33 @@ export function markChanges(next: Uint32Array, previous: Uint32Array | undefined
   return out;
 }
 
+/** Inner maps held open at once while installing tables: far below the default fd limit. */
+const INSTALL_CHUNK = 256;
+
 /**
- * Puts a new table in a service's slot of its map of tables. The table is written whole into a
- * fresh inner map first; the swap of the inner map is one atomic update.
+ * Puts new tables in the services' slots of their maps of tables. Each table is written whole
+ * into a fresh inner map first; the swap of an inner map is one atomic update. The swaps go in
+ * batches: every update of a map of maps waits for an RCU grace period (about 10 ms), which one
+ * by one would make ten thousand services take minutes.
  */
-export function installRing(rings: BpfMap, s: PlannedService, table: Uint32Array): void {
-  const inner = BpfMap.create({
-    type: 'array',
-    name: `ring_${s.id}`,
-    keySize: 4,
-    valueSize: 4,
-    maxEntries: table.length,
-  });
-  try {
-    const keys = Array.from({ length: table.length }, (_, i) => u32Key(i));
-    const raw = encodeRing(table);
-    inner.updateBatch(keys, keys.map((_, i) => raw.subarray(i * 4, i * 4 + 4)));
-    const fd = Buffer.alloc(4);
-    fd.writeUInt32LE(inner.fd);
-    rings.update(u32Key(s.id), fd);
-  } finally {
-    inner.close();
+export function installRings(rings: Map<number, BpfMap>, tables: Array<[PlannedService, Uint32Array]>): void {
+  for (let i = 0; i < tables.length; i += INSTALL_CHUNK) {
+    const chunk = tables.slice(i, i + INSTALL_CHUNK);
+    const inners = chunk.map(([s, table]) => {
+      const inner = BpfMap.create({ type: 'array', name: `ring_${s.id}`, keySize: 4, valueSize: 4, maxEntries: table.length });
+      const keys = Array.from({ length: table.length }, (_, k) => u32Key(k));
+      const raw = encodeRing(table);
+      inner.updateBatch(keys, keys.map((_, k) => raw.subarray(k * 4, k * 4 + 4)));
+      return inner;
+    });
+    try {
+      for (const cls of new Set(chunk.map(([s]) => s.ringClass))) {
+        const mine = chunk.map((entry, k) => ({ s: entry[0], inner: inners[k]! })).filter(({ s }) => s.ringClass === cls);
+        rings.get(cls)!.updateBatch(mine.map(({ s }) => u32Key(s.id)), mine.map(({ inner }) => u32Key(inner.fd)));
+      }
+    } finally {
+      for (const m of inners) m.close();
+    }
   }
 }
 

@@ -9,7 +9,7 @@ import { parseMac } from '../net/addr.js';
 import { pinDir, runDir } from '../paths.js';
 import { UserError } from '../errors.js';
 import { ringClassOfMapName, ringMapName } from '../codegen/program.js';
-import { buildProgram, currentRing, installRing, loadDatapath, markChanges, refreshMarkedFlows, writeBackends, type Datapath } from './datapath.js';
+import { buildProgram, currentRing, installRings, loadDatapath, markChanges, refreshMarkedFlows, writeBackends, type Datapath } from './datapath.js';
 import { readNeighbours, probeNeighbours } from './neigh.js';
 import { readState, writeState, type LoadedState } from './state.js';
 
@@ -120,7 +120,7 @@ export async function loadServices(req: LoadRequest): Promise<LoadResult> {
       const previousTables = new Map(plan.services.map((s) => [s.id, currentRing(s, oldRings)]));
       const tables = new Map(plan.services.map((s) => [s.id, markChanges(serviceRing(s), previousTables.get(s.id))]));
       refreshMarkedFlows(dp.maps.conns, plan, tables, previousTables);
-      for (const s of plan.services) installRing(dp.rings.get(s.ringClass)!, s, tables.get(s.id)!);
+      installRings(dp.rings, plan.services.map((s) => [s, tables.get(s.id)!]));
       const old = ours ? BpfProgram.fromId(attached.progId) : undefined;
       try {
         mode = xdpAttach(ifindex, dp.program, { mode: req.mode, replaceProgFd: old }).mode;

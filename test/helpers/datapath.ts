@@ -15,7 +15,7 @@ import path from 'node:path';
 import { validateServices } from '../../src/config/validate.js';
 import type { ServicesConfig } from '../../src/config/types.js';
 import { backendKey, planProgram, serviceRing, type Allocation, type PlannedService, type ProgramPlan } from '../../src/plan.js';
-import { buildProgram, installRing, loadDatapath, nextRing, readRing, writeBackends, type Datapath } from '../../src/runtime/datapath.js';
+import { buildProgram, installRings, loadDatapath, nextRing, readRing, writeBackends, type Datapath } from '../../src/runtime/datapath.js';
 import { BpfMap, XdpAction } from '../../src/libbpf.js';
 import { LAYOUTS, decodeConn, encodeFlow, sumCounters, sumU64, u32Key, type Conn, type Counters, type Flow } from '../../src/abi.js';
 import { parseMac } from '../../src/net/addr.js';
@@ -174,7 +174,7 @@ export class TestDatapath {
       if (!this.dp.rings.has(s.ringClass)) throw new Error(`update: ${s.service.name} needs ring class ${s.ringClass}, which this program lacks (rebuild)`);
     }
     writeBackends(this.dp.maps.backends, plan, configMacs(plan));
-    for (const s of plan.services) installRing(this.dp.rings.get(s.ringClass)!, s, nextRing(s, this.dp.rings));
+    installRings(this.dp.rings, plan.services.map((s) => [s, nextRing(s, this.dp.rings)]));
     this.plan = plan;
     this.allocation = allocation;
   }
@@ -192,42 +192,17 @@ export class TestDatapath {
  */
 export function loadTestDatapath(
   built: Pick<BuiltProgram, 'objectPath' | 'plan' | 'allocation' | 'source'>,
-  o: { reuse?: Datapath; previousRings?: Map<number, BpfMap>; batchRings?: boolean } = {},
+  o: { reuse?: Datapath; previousRings?: Map<number, BpfMap> } = {},
 ): TestDatapath {
   const dp = loadDatapath(built.objectPath, o.reuse ? { ...o.reuse.maps } : {});
   try {
     writeBackends(dp.maps.backends, built.plan, configMacs(built.plan));
-    if (o.batchRings) installRingsBatched(dp, built.plan, o.previousRings);
-    else for (const s of built.plan.services) installRing(dp.rings.get(s.ringClass)!, s, nextRing(s, o.previousRings));
+    installRings(dp.rings, built.plan.services.map((s) => [s, nextRing(s, o.previousRings)]));
   } catch (err) {
     dp.object.close();
     throw err;
   }
   return new TestDatapath(dp, built.plan, built.allocation, built.source);
-}
-
-/**
- * The same tables installRing() installs, put in with one update of each map of tables: every
- * single update of a map of maps from user space waits for an RCU grace period (about 10 ms
- * here), which makes a config of a thousand services take seconds to load one by one.
- */
-function installRingsBatched(dp: Datapath, plan: ProgramPlan, previousRings: Map<number, BpfMap> | undefined): void {
-  const byClass = new Map<number, PlannedService[]>();
-  for (const s of plan.services) byClass.set(s.ringClass, [...(byClass.get(s.ringClass) ?? []), s]);
-  for (const [cls, services] of byClass) {
-    const inners = services.map((s) => {
-      const table = nextRing(s, previousRings);
-      const inner = BpfMap.create({ type: 'array', name: `ring_${s.id}`, keySize: 4, valueSize: 4, maxEntries: table.length });
-      const keys = Array.from({ length: table.length }, (_, i) => u32Key(i));
-      inner.updateBatch(keys, Array.from(table, (e) => u32Key(e)));
-      return inner;
-    });
-    try {
-      dp.rings.get(cls)!.updateBatch(services.map((s) => u32Key(s.id)), inners.map((m) => u32Key(m.fd)));
-    } finally {
-      for (const m of inners) m.close();
-    }
-  }
 }
 
 /** Builds and loads in one go; `cleanup` closes the program and removes the build. */

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { parseServicesFile } from '../../config/validate.js';
-import { planProgram } from '../../plan.js';
+import { planProgram, planWarnings } from '../../plan.js';
 import { buildProgram } from '../../runtime/datapath.js';
 import { loadServices } from '../../runtime/load.js';
 import { unloadInterface } from '../../runtime/unload.js';
@@ -49,6 +49,7 @@ export function register(program: Command): void {
     .addOption(new Option('--mode <mode>', 'XDP attach mode').choices(['native', 'generic', 'auto']).default('native'))
     .action(async (file: string, o: { interface: string; mode: 'native' | 'generic' | 'auto' }) => {
       const { state, plan, replaced } = await loadServices({ file, iface: o.interface, mode: o.mode });
+      for (const w of planWarnings(plan.services.map((s) => s.service))) process.stderr.write(`xdpvs: warning: ${w}\n`);
       const backends = plan.services.reduce((n, s) => n + s.backends.length, 0);
       process.stdout.write(
         `${replaced ? 'replaced' : 'loaded'} ${plural(plan.services.length, 'service')} with ${plural(backends, 'backend')} on ${state.iface} ` +
