@@ -21,7 +21,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pinDir, pinRoot, runDir, runRoot } from '../paths.js';
 import { execArgv } from './lab.js';
-import { buildTopology, DEFAULT_PREFIX, type LabTopology } from './topology.js';
+import { buildTopology, DEFAULT_PREFIX, isLabNamespace, type LabTopology } from './topology.js';
 import type { TrafficKind, TrafficReport } from './traffic.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -64,18 +64,25 @@ interface Ran {
   stdout: string;
 }
 
+interface RunOptions {
+  /** the command's stdout goes to the terminal (else it is returned) */
+  show?: boolean;
+  /** do not print the command line */
+  quiet?: boolean;
+}
+
 let interrupted = false;
 /** Once cleaning up, signals no longer stop anything: leaving the lab half-removed is worse. */
 let cleaning = false;
 let current: ReturnType<typeof spawn> | null = null;
 
 /**
- * Runs argv; shows the command as `$ ...` (with `where` for commands in a namespace). With
- * `show`, its output goes to the terminal as it comes; otherwise stdout is returned and stderr
- * still goes to the terminal.
+ * Runs argv, first printing `display` as `$ ...` (the command as the user would type it). With
+ * `show`, its output goes to the terminal as it comes; otherwise stdout is returned. stderr
+ * always goes to the terminal.
  */
-function run(argv: string[], display: string, opts: { show?: boolean } = {}): Promise<Ran> {
-  say(dim(`$ ${display}`));
+function run(argv: string[], display: string, opts: RunOptions = {}): Promise<Ran> {
+  if (!opts.quiet) say(dim(`$ ${display}`));
   return new Promise((resolve, reject) => {
     // its own process group: Ctrl-C reaches only the demo, which decides what to stop
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', opts.show ? 'inherit' : 'pipe', 'inherit'], detached: true });
@@ -93,7 +100,7 @@ function run(argv: string[], display: string, opts: { show?: boolean } = {}): Pr
   });
 }
 
-async function must(argv: string[], display: string, opts: { show?: boolean } = {}): Promise<string> {
+async function must(argv: string[], display: string, opts: RunOptions = {}): Promise<string> {
   const r = await run(argv, display, opts);
   if (interrupted) throw new DemoError('interrupted');
   if (r.status !== 0) throw new DemoError(`\`${display}\` failed (exit ${r.status})`);
@@ -101,20 +108,23 @@ async function must(argv: string[], display: string, opts: { show?: boolean } = 
 }
 
 /** `xdpvs ARGS` on this host. */
-const xdpvs = (args: string[], opts: { show?: boolean } = {}) =>
-  must([process.execPath, BIN, ...args], `xdpvs ${args.join(' ')}`, opts);
+const xdpvs = (args: string[], opts: RunOptions = {}) =>
+  must([process.execPath, BIN, ...args], `${cliName()} ${args.join(' ')}`, opts);
 
 /** `xdpvs lab exec ROLE -- COMMAND`, run directly (same namespaces, one process less). */
-function inLab(t: LabTopology, role: string, command: string[], display: string, opts: { show?: boolean } = {}): Promise<string> {
-  return must(execArgv(t, role, command), `xdpvs lab exec ${role} -- ${display}`, opts);
+function inLab(t: LabTopology, role: string, command: string[], display: string, opts: RunOptions = {}): Promise<string> {
+  return must(execArgv(t, role, command), `${cliName()} lab exec ${role} -- ${display}`, opts);
 }
 
-const xdpvsIn = (t: LabTopology, role: string, args: string[], opts: { show?: boolean } = {}) =>
-  inLab(t, role, [process.execPath, BIN, ...args], `xdpvs ${args.join(' ')}`, opts);
+/** Paths as the user would type them from where the demo runs. */
+const shown = (arg: string) => (path.isAbsolute(arg) && arg.startsWith(REPO_ROOT) ? path.relative(process.cwd(), arg) || '.' : arg);
+
+const xdpvsIn = (t: LabTopology, role: string, args: string[], opts: RunOptions = {}) =>
+  inLab(t, role, [process.execPath, BIN, ...args], `${cliName()} ${args.map(shown).join(' ')}`, opts);
 
 async function traffic(t: LabTopology, kind: TrafficKind, host: string, port: number, count: number): Promise<TrafficReport> {
   const args = [kind, host, '--port', String(port), '--count', String(count)];
-  const out = await inLab(t, 'client', [process.execPath, TRAFFIC, ...args], `node dist/lab/traffic.js ${args.join(' ')}`);
+  const out = await inLab(t, 'client', [process.execPath, TRAFFIC, ...args], `node ${shown(TRAFFIC)} ${args.join(' ')}`);
   const report = JSON.parse(out) as TrafficReport;
   const who = Object.entries(report.byServer).map(([rs, n]) => `${rs} ${n}`).join(', ') || 'nobody';
   say(`   ${report.answered}/${report.sent} answered (${who}) over ${report.flows} ${report.flows === 1 ? 'connection' : kind === 'udp' ? 'flows' : 'connections'} in ${report.elapsedMs} ms`);
@@ -143,29 +153,47 @@ interface StatsJson {
 
 const endpoint = (ip: string, port: number) => (ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`);
 
+/**
+ * Per service, per real server: how many flows (new connections, or UDP source ports) and
+ * requests it answered as the client saw it, next to its weight and what the director counted.
+ * Shares are of flows, the unit the scheduler balances: a keep-alive connection's requests all
+ * go where its first one went.
+ */
 function whoAnswered(t: LabTopology, services: FileService[], reports: Map<string, TrafficReport[]>, stats: StatsJson | null): void {
   const roleOf = new Map(t.realServers.flatMap((rs) => [[rs.ipv4, rs.role], [rs.ipv6 ?? '', rs.role]] as const));
   for (const s of services) {
     const rs = reports.get(s.name) ?? [];
     if (rs.length === 0) continue;
-    const sent = rs.reduce((n, r) => n + r.sent, 0);
-    const conns = rs.reduce((n, r) => n + r.flows, 0);
+    const unit = s.protocol === 'udp' ? 'flows' : 'connections';
+    // flow = client source port; its server = who answered on it
+    const flowsOf = new Map<string, Set<number>>();
+    const requestsOf = new Map<string, number>();
+    for (const r of rs) {
+      for (const res of r.results) {
+        if (res.server === null) continue;
+        if (!flowsOf.has(res.server)) flowsOf.set(res.server, new Set());
+        flowsOf.get(res.server)!.add(res.localPort);
+        requestsOf.set(res.server, (requestsOf.get(res.server) ?? 0) + 1);
+      }
+    }
+    const requests = rs.reduce((n, r) => n + r.sent, 0);
+    const flows = [...flowsOf.values()].reduce((n, f) => n + f.size, 0);
     const totalWeight = s.backends.reduce((n, b) => n + b.weight, 0);
     const fromStats = stats?.services.find((x) => x.name === s.name);
-    say(`${bold(s.name)}  ${s.protocol.toUpperCase()} ${endpoint(s.vip, s.port)}  ${s.scheduler ?? 'maglev'}: ${sent} requests over ${conns} ${s.protocol === 'udp' ? 'flows' : 'connections'}` +
-      (fromStats ? `; the director counted ${fromStats.connections} connections, ${fromStats.packets} packets` : ''));
+    say(`${bold(s.name)}  ${s.protocol.toUpperCase()} ${endpoint(s.vip, s.port)}  ${s.scheduler ?? 'maglev'}: ${requests} requests over ${flows} ${unit}` +
+      (fromStats ? `; the director counted ${fromStats.connections} ${unit}` : ''));
     const rows = s.backends.map((b) => {
       const role = roleOf.get(b.ip) ?? '?';
-      const answers = rs.reduce((n, r) => n + (r.byServer[role] ?? 0), 0);
-      const share = sent > 0 ? (100 * answers) / sent : 0;
+      const mine = flowsOf.get(role)?.size ?? 0;
+      const share = flows > 0 ? (100 * mine) / flows : 0;
       const expected = totalWeight > 0 ? (100 * b.weight) / totalWeight : 0;
-      const dc = fromStats?.backends.find((x) => x.ip === b.ip)?.connections;
+      const counted = fromStats?.backends.find((x) => x.ip === b.ip)?.connections;
       return [
-        `  ${role}`,
+        `  -> ${role}`,
         b.ip,
-        `weight ${b.weight}`,
-        `answered ${String(answers).padStart(4)}  (${share.toFixed(1).padStart(5)}%, weight share ${expected.toFixed(1)}%)`,
-        dc === undefined ? '' : `director: ${dc} conns`,
+        `weight ${b.weight} (${expected.toFixed(1)}%)`,
+        `answered ${mine} ${unit} (${share.toFixed(1)}%), ${requestsOf.get(role) ?? 0} requests`,
+        counted === undefined ? '' : `director: ${counted} ${unit}`,
       ];
     });
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
@@ -176,10 +204,14 @@ function whoAnswered(t: LabTopology, services: FileService[], reports: Map<strin
 // ---------------------------------------------------------------------------------------------
 // main
 
-/** Something loaded under these pin/run roots that is not this lab's (another lab's director?). */
-function foreignState(t: LabTopology): string | null {
+/**
+ * What is loaded on eth0 under the pin and state roots before the demo starts: nothing, what a
+ * KEEP=1 demo left on this lab's director (unloaded first, so the counters start from zero), or
+ * something else (another lab's director, stale pins): the demo stops rather than touch it.
+ */
+function loadedBefore(t: LabTopology): 'nothing' | 'kept' | 'foreign' {
   const stateFile = path.join(runDir(IFACE), 'state.json');
-  if (!fs.existsSync(stateFile) && !fs.existsSync(pinDir(IFACE))) return null;
+  if (!fs.existsSync(stateFile) && !fs.existsSync(pinDir(IFACE))) return 'nothing';
   let progId = 0;
   try {
     progId = (JSON.parse(fs.readFileSync(stateFile, 'utf8')) as { progId?: number }).progId ?? 0;
@@ -189,9 +221,20 @@ function foreignState(t: LabTopology): string | null {
   const r = spawnSync('ip', ['-j', '-d', '-n', t.director.namespace, 'link', 'show', 'dev', t.director.interface], { encoding: 'utf8' });
   if (r.status === 0 && progId !== 0) {
     const link = JSON.parse(r.stdout) as Array<{ xdp?: { prog?: { id?: number } } }>;
-    if (link[0]?.xdp?.prog?.id === progId) return null; // a KEEP=1 demo left it: ours to replace
+    if (link[0]?.xdp?.prog?.id === progId) return 'kept';
   }
-  return `${pinDir(IFACE)} / ${runDir(IFACE)} hold a loaded ${IFACE} that is not this lab's director`;
+  return 'foreign';
+}
+
+function labNamespaces(): string[] {
+  const r = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+  return (r.stdout ?? '').split('\n').map((l) => l.split(' ')[0]!).filter((ns) => isLabNamespace(DEFAULT_PREFIX, ns));
+}
+
+/** How to run the CLI from where the demo runs: `xdpvs` once installed, else bin/xdpvs. */
+function cliName(): string {
+  const installed = (process.env.PATH ?? '').split(':').some((d) => d !== '' && fs.existsSync(path.join(d, 'xdpvs')));
+  return installed ? 'xdpvs' : shown(BIN).replace(/^(?!\.{0,2}\/)/, './');
 }
 
 async function main(): Promise<number> {
@@ -207,9 +250,12 @@ async function main(): Promise<number> {
   const services = (JSON.parse(fs.readFileSync(SERVICES_FILE, 'utf8')) as { services: FileService[] }).services;
   const rootsBefore = { pin: fs.existsSync(pinRoot), run: fs.existsSync(runRoot) };
 
-  const foreign = foreignState(t);
-  if (foreign) {
-    process.stderr.write(`demo: ${foreign}\n  remove it (xdpvs unload -i ${IFACE}) or run the demo with other XDPVS_PIN_ROOT / XDPVS_RUN_ROOT\n`);
+  const before = loadedBefore(t);
+  if (before === 'foreign') {
+    process.stderr.write(
+      `demo: ${pinDir(IFACE)} or ${runDir(IFACE)} holds services loaded on an ${IFACE} that is not this lab's director\n` +
+        `  remove them (${cliName()} unload -i ${IFACE}) or run the demo with other XDPVS_PIN_ROOT and XDPVS_RUN_ROOT\n`,
+    );
     return 1;
   }
 
@@ -227,6 +273,10 @@ async function main(): Promise<number> {
 
     heading(`Load ${path.relative(REPO_ROOT, SERVICES_FILE)} on the director's ${IFACE} (native XDP)`);
     loadStarted = true;
+    if (before === 'kept') {
+      say('(a KEEP=1 demo left its program loaded: unload it first, so the counters start from zero)');
+      await xdpvsIn(t, 'director', ['unload', '-i', IFACE], { show: true });
+    }
     await xdpvsIn(t, 'director', ['load', SERVICES_FILE, '-i', IFACE, '--mode', 'native'], { show: true });
 
     heading('Send traffic from the client');
@@ -249,7 +299,7 @@ async function main(): Promise<number> {
     await xdpvsIn(t, 'director', ['stats', '-i', IFACE], { show: true });
     let stats: StatsJson | null = null;
     try {
-      stats = JSON.parse(await xdpvsIn(t, 'director', ['stats', '-i', IFACE, '--json'])) as StatsJson;
+      stats = JSON.parse(await xdpvsIn(t, 'director', ['stats', '-i', IFACE, '--json'], { quiet: true })) as StatsJson;
     } catch (err) {
       if (interrupted) throw err;
       say(`(could not read xdpvs stats --json: ${(err as Error).message})`);
@@ -261,24 +311,26 @@ async function main(): Promise<number> {
     failure = err;
   }
 
+  stepNo = STEPS - 1; // the last step, also when an earlier one failed
   heading(KEEP ? 'Keep the lab (KEEP=1)' : 'Unload and take the lab down');
   const cleanupFailures: string[] = [];
   if (KEEP) {
+    const cli = cliName();
     say('the lab stays up with the program loaded. Look around:');
-    say('  xdpvs lab info');
-    say(`  xdpvs lab exec director -- xdpvs stats -i ${IFACE}`);
-    say('  xdpvs lab exec client -- curl -s http://10.200.0.100/');
+    say(`  ${cli} lab info`);
+    say(`  ${cli} lab exec director -- ${cli} status -i ${IFACE}`);
+    say(`  ${cli} lab exec director -- ${cli} stats -i ${IFACE}`);
+    say(`  ${cli} lab exec client -- node ${shown(TRAFFIC)} http 10.200.0.100 --count 20`);
     say('clean up with:');
-    say(`  xdpvs lab exec director -- xdpvs unload -i ${IFACE} && xdpvs lab down`);
+    say(`  ${cli} lab exec director -- ${cli} unload -i ${IFACE} && ${cli} lab down`);
   } else {
     cleaning = true;
     interrupted = false; // cleanup runs even after Ctrl-C
     if (loadStarted) {
-      try {
-        await xdpvsIn(t, 'director', ['unload', '-i', IFACE], { show: true });
-      } catch (err) {
-        cleanupFailures.push((err as Error).message);
-      }
+      // its exit status does not matter by itself ("nothing is loaded" after a failed load):
+      // what counts is that no pin or state is left, checked below, and lab down removes the
+      // director's eth0 and any program on it
+      await run(execArgv(t, 'director', [process.execPath, BIN, 'unload', '-i', IFACE]), `${cliName()} lab exec director -- ${cliName()} unload -i ${IFACE}`, { show: true });
     }
     if (labStarted) {
       try {
@@ -296,7 +348,10 @@ async function main(): Promise<number> {
         // not empty (someone else's interface), or never made
       }
     }
-    const left = [pinDir(IFACE), runDir(IFACE)].filter((d) => fs.existsSync(d));
+    const left = [
+      ...[pinDir(IFACE), runDir(IFACE)].filter((d) => fs.existsSync(d)),
+      ...labNamespaces().map((ns) => `namespace ${ns}`),
+    ];
     if (left.length > 0) cleanupFailures.push(`left behind: ${left.join(', ')}`);
     if (cleanupFailures.length === 0) say('nothing left behind');
   }
