@@ -131,8 +131,8 @@ function ip6Text(b: Buffer): string {
   return `${words.slice(0, best[0]).join(':')}::${words.slice(best[0]! + best[1]!).join(':')}`;
 }
 
-const TCP_FIN = 0x01;
 const TCP_SYN = 0x02;
+const TCP_RST = 0x04;
 const TCP_ACK = 0x10;
 
 function parseFrame(data: Buffer, length: number): Frame {
@@ -493,7 +493,7 @@ t.test('the lab, end to end', { skip }, async (t) => {
     const udp = traffic('udp', VIP_UDP, 53, 2);
     const frames = await cap.stop();
     t.same(http.results.map((x) => x.server ?? x.error), ['ECONNREFUSED', 'ECONNREFUSED', 'ECONNREFUSED'], 'HTTP to the VIP: refused, no real server answers');
-    const rsts = frames.filter((f) => fromVip(VIP, 80)(f) && f.tcpFlags & 0x04);
+    const rsts = frames.filter((f) => fromVip(VIP, 80)(f) && f.tcpFlags & TCP_RST);
     t.ok(rsts.length >= 3 && rsts.every((f) => f.srcMac === topo.director.mac), 'the RSTs come from the director\'s kernel');
     t.equal(udp.answered, 0, 'UDP to the VIP: no real server answers');
     t.same(frames.filter((f) => topo.realServers.some((rs) => rs.mac === f.srcMac)), [], 'no frame from a real server at all');
