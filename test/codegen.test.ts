@@ -6,7 +6,7 @@ import { validateServices } from '../src/config/validate.js';
 import { planProgram } from '../src/plan.js';
 import { generateProgram } from '../src/codegen/program.js';
 import { buildProgram, loadDatapath } from '../src/runtime/datapath.js';
-import { syntheticServices } from './helpers/synthetic.js';
+import { syntheticServices } from '../src/bench/synthetic.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xdpvs-codegen-'));
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));

@@ -41,7 +41,7 @@ import {
   truncate,
   udp,
   type FlowFrame,
-} from './helpers/frames.js';
+} from '../src/net/frames.js';
 import { buildTestProgram, loadTestDatapath, type TestDatapath } from './helpers/datapath.js';
 import { CONN_CLOSING, TOTALS, decodeConn, encodeConn, encodeFlow, type Flow } from '../src/abi.js';
 import { serviceRing } from '../src/plan.js';

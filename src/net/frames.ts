@@ -1,13 +1,13 @@
 /**
- * A small builder of Ethernet frames for the data-plane tests: Ethernet with an optional 802.1Q
- * tag, IPv4 (with options, fragments, a correct header checksum, and fields that can be set
+ * A small builder of Ethernet frames for the data-plane tests and the benchmarks: Ethernet with
+ * an optional 802.1Q tag, IPv4 (with options, fragments, a correct header checksum, and fields that can be set
  * wrong on purpose), IPv6 (with a fragment header), TCP (flags, options, data offset), UDP,
  * ICMP/ICMPv6 errors quoting an inner packet. TCP, UDP and ICMP checksums are computed too, so
  * every frame is one a real stack would accept unless a test breaks it deliberately.
  *
  * Addresses are strings ("10.0.0.1", "fd00::1"); MACs are 6-byte Buffers or "aa:bb:..." text.
  */
-import { parseIp, parseMac } from '../../src/net/addr.js';
+import { parseIp, parseMac } from './addr.js';
 
 export const ETH_P_IP = 0x0800;
 export const ETH_P_ARP = 0x0806;
