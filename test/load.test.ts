@@ -23,6 +23,7 @@ t.teardown(() => {
 
 const backend = (n: number, mac = true) => ({ ip: `10.77.0.${n}`, weight: 1, ...(mac ? { mac: `02:00:00:00:00:${n}` } : {}) });
 const web = (backends: object[]) => ({ name: 'web', vip: '10.77.0.100', port: 80, protocol: 'tcp', backends, healthCheck: { type: 'none' } });
+const dns = { name: 'dns', vip: '10.77.0.101', port: 53, protocol: 'udp', backends: [backend(11)], healthCheck: { type: 'none' } };
 function servicesFile(name: string, services: object[]): string {
   const file = path.join(dir, name);
   fs.writeFileSync(file, JSON.stringify({ services }, null, 2));
@@ -70,9 +71,9 @@ t.test('load attaches in native mode and pins the program and its maps', (t) => 
 t.test('a second load replaces the program atomically and keeps maps, flows and ids', (t) => {
   const before = { prog: progId(), conns: mapId('conns'), stats: mapId('backend_stats'), backends: mapId('backends') };
   ns.ip('neigh', 'replace', '10.77.0.14', 'lladdr', '02:00:00:00:00:14', 'dev', 'xva', 'nud', 'permanent');
-  const r = ns.xdpvs(['load', servicesFile('two.json', [web([backend(11), backend(12), backend(14, false)])]), '-i', 'xva']);
+  const r = ns.xdpvs(['load', servicesFile('two.json', [web([backend(11), backend(12), backend(14, false)]), dns]), '-i', 'xva']);
   t.equal(r.status, 0, r.stderr);
-  t.match(r.stdout, /^replaced 1 service with 3 backends/);
+  t.match(r.stdout, /^replaced 2 services with 4 backends/);
   t.not(progId(), before.prog, 'a new program runs');
   t.notMatch(linkXdp(), /xdpgeneric/);
   t.same({ conns: mapId('conns'), stats: mapId('backend_stats'), backends: mapId('backends') }, { conns: before.conns, stats: before.stats, backends: before.backends }, 'the same maps');
@@ -85,6 +86,22 @@ t.test('a second load replaces the program atomically and keeps maps, flows and 
   t.ok(table.some((e) => (e & RING_DIRTY) !== 0), 'slots whose backend changed are marked');
   const mac14 = withMap('backends', (m) => decodeBackend(m.lookup(u32Key(2))!).mac.toString('hex'));
   t.equal(mac14, '020000000014', 'a MAC missing from the file comes from the neighbour table');
+  t.end();
+});
+
+t.test('a load that changes only backends swaps tables under the running program', (t) => {
+  const before = { prog: progId(), rings: mapId('rings_1021'), table: withMap('rings_1021', (m) => readRing(m, 0)!) };
+  const r = ns.xdpvs(['load', servicesFile('weights.json', [web([backend(11), { ...backend(12), weight: 3 }, backend(14, false)]), dns]), '-i', 'xva']);
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /^updated 2 services with 4 backends on xva \(program \d+, native mode; same program, new tables\)/);
+  t.equal(progId(), before.prog, 'no new program');
+  t.equal(mapId('rings_1021'), before.rings, 'the same map of tables');
+  const table = withMap('rings_1021', (m) => readRing(m, 0)!);
+  const share = (tab: Uint32Array, b: number) => tab.filter((e) => (e & 0xffffff) === b).length / tab.length;
+  t.ok(share(table, 1) > share(before.table, 1) + 0.2, 'the weighted backend got more of the table');
+  t.equal(withMap('conns', (m) => decodeConn(m.lookup(flow)!).backend), 1, 'the recorded flow is still there');
+  const state = JSON.parse(fs.readFileSync(path.join(ns.runRoot, 'xva', 'state.json'), 'utf8'));
+  t.equal(state.services.services[0].backends[1].weight, 3, 'the state records the new weights');
   t.end();
 });
 

@@ -105,7 +105,6 @@ export function templateContext(plan: ProgramPlan): object {
     cases6.set(word, c);
   }
   return {
-    source: plan.source,
     vipCount: byVip.size,
     serviceSlots: plan.serviceSlots,
     connTableSize: plan.connTableSize,
@@ -120,7 +119,6 @@ export function templateContext(plan: ProgramPlan): object {
       endpoint: endpoint(s.service.vip.address, s.service.port),
       scheduler: s.service.scheduler,
       schedConst: SCHED_CONST[s.service.scheduler],
-      backendCount: s.service.backends.length,
       ringClass: s.ringClass,
     })),
     families: [family('ipv4', 'pkt->flow.daddr[0]', cases4), family('ipv6', 'pkt->flow.daddr[3]', [...cases6.values()])],

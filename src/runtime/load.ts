@@ -2,14 +2,15 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseServicesFile } from '../config/validate.js';
 import type { ServicesConfig } from '../config/types.js';
-import { planProgram, backendKey, serviceRing, type ProgramPlan } from '../plan.js';
+import { planProgram, backendKey, serviceRing, type Allocation, type ProgramPlan } from '../plan.js';
 import { BpfMap, BpfProgram, ifindexOf, xdpAttach, xdpQuery, type XdpAttachMode } from '../libbpf.js';
 import { LAYOUTS, PERSISTENT_MAPS, u32Key } from '../abi.js';
 import { parseMac } from '../net/addr.js';
 import { pinDir, runDir } from '../paths.js';
 import { UserError } from '../errors.js';
-import { ringClassOfMapName, ringMapName } from '../codegen/program.js';
-import { buildProgram, currentRing, installRings, loadDatapath, markChanges, refreshMarkedFlows, writeBackends, type Datapath } from './datapath.js';
+import { generateProgram, ringClassOfMapName, ringMapName } from '../codegen/program.js';
+import { compileProgram } from '../codegen/clang.js';
+import { currentRing, installRings, loadDatapath, markChanges, refreshMarkedFlows, writeBackends, type Datapath } from './datapath.js';
 import { readNeighbours, probeNeighbours } from './neigh.js';
 import { readState, writeState, type LoadedState } from './state.js';
 
@@ -17,12 +18,6 @@ export interface LoadRequest {
   file: string;
   iface: string;
   mode: XdpAttachMode;
-}
-
-export interface LoadResult {
-  state: LoadedState;
-  plan: ProgramPlan;
-  replaced: boolean;
 }
 
 export const PROGRAM_PIN = 'prog';
@@ -71,19 +66,93 @@ export async function resolveMacs(config: ServicesConfig, plan: ProgramPlan, ifa
   return result;
 }
 
-function replacePin(obj: { pin(p: string): void }, file: string): void {
-  fs.rmSync(file, { force: true });
-  obj.pin(file);
+/**
+ * Services to apply on an interface. `raw` is the JSON that `config` was validated from: it is
+ * what the state records, so later commands (and `backend`) start from the same services.
+ */
+export interface ApplyRequest {
+  config: ServicesConfig;
+  raw: unknown;
+  source: string;
+  iface: string;
+  mode: XdpAttachMode;
 }
 
-/**
- * `xdpvs load`: validate, generate, compile, load, fill maps, attach, pin. Everything that can
- * fail runs before the attach, which replaces a running program atomically; if anything fails
- * before that, the running program and its maps are as they were.
- */
+export interface LoadResult {
+  state: LoadedState;
+  plan: ProgramPlan;
+  /** an xdpvs program was running on the interface before */
+  replaced: boolean;
+  /** a new program was compiled and attached; false when only maps changed */
+  reloaded: boolean;
+}
+
+/** `xdpvs load FILE`: the file's services, applied. */
 export async function loadServices(req: LoadRequest): Promise<LoadResult> {
   const config = parseServicesFile(req.file);
   const raw = JSON.parse(fs.readFileSync(req.file, 'utf8')) as unknown;
+  return applyServices({ config, raw, source: path.resolve(req.file), iface: req.iface, mode: req.mode });
+}
+
+/** The maps that outlive a program as pinned now: persistent ones, and tables by size class. */
+interface PinnedMaps {
+  persistent: Record<string, BpfMap>;
+  rings: Map<number, BpfMap>;
+  close(): void;
+}
+
+function openPinnedMaps(pins: string): PinnedMaps {
+  const persistent = openPins(pins, [...PERSISTENT_MAPS]);
+  const ringNames = fs.existsSync(pins) ? fs.readdirSync(pins).filter((n) => ringClassOfMapName(n) !== undefined) : [];
+  const rings = new Map(Object.entries(openPins(pins, ringNames)).map(([name, m]) => [ringClassOfMapName(name)!, m]));
+  return { persistent, rings, close: () => [...Object.values(persistent), ...rings.values()].forEach((m) => m.close()) };
+}
+
+interface Planned {
+  plan: ProgramPlan;
+  allocation: Allocation;
+  previous: LoadedState | undefined;
+  macs: Map<string, Buffer>;
+}
+
+/**
+ * Fills the maps for a plan: backends, new backends' counters, and every service's table,
+ * marked against the table it replaces (refreshing the flows that start needing their entry).
+ * Returns how to put the backends back if what follows fails.
+ */
+function fillMaps(maps: Record<(typeof PERSISTENT_MAPS)[number], BpfMap>, rings: Map<number, BpfMap>, previousRings: Map<number, BpfMap>, p: Planned): () => void {
+  const restore = writeBackends(maps.backends, p.plan, p.macs);
+  try {
+    resetCounters(maps.backend_stats, newIndexes(p.allocation.backends, p.previous?.allocation.backends));
+    const previousTables = new Map(p.plan.services.map((s) => [s.id, currentRing(s, previousRings)]));
+    const tables = new Map(p.plan.services.map((s) => [s.id, markChanges(serviceRing(s), previousTables.get(s.id))]));
+    refreshMarkedFlows(maps.conns, p.plan, tables, previousTables);
+    installRings(rings, p.plan.services.map((s) => [s, tables.get(s.id)!]));
+  } catch (err) {
+    restore();
+    throw err;
+  }
+  return restore;
+}
+
+const macText = (mac: Buffer): string => [...mac].map((x) => x.toString(16).padStart(2, '0')).join(':');
+
+const readText = (file: string): string | undefined => {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+};
+
+/**
+ * Applies services on an interface. When the generated program is the one running (only
+ * backends, weights or MACs changed) only the maps change: tables are swapped atomically and
+ * nothing is recompiled. Otherwise it compiles, loads, fills the maps and attaches, replacing a
+ * running program atomically. Everything that can fail runs before the switch; if anything
+ * fails, the running program, its maps, its pins and its state are as they were.
+ */
+export async function applyServices(req: ApplyRequest): Promise<LoadResult> {
   const ifindex = ifindexOf(req.iface);
   const previous = readState(req.iface);
   const attached = xdpQuery(ifindex);
@@ -99,31 +168,82 @@ export async function loadServices(req: LoadRequest): Promise<LoadResult> {
     ]);
   }
 
-  const { plan, allocation } = planProgram(config, req.file, previous?.allocation);
-  const macs = await resolveMacs(config, plan, req.iface);
+  const { plan, allocation } = planProgram(req.config, req.source, previous?.allocation);
+  const planned: Planned = { plan, allocation, previous, macs: await resolveMacs(req.config, plan, req.iface) };
+  const source = generateProgram(plan);
+  const stateOf = (progId: number, mode: 'native' | 'generic', loadedAt = new Date().toISOString()): LoadedState => ({
+    version: 1,
+    iface: req.iface,
+    ifindex,
+    mode,
+    progId,
+    source: req.source,
+    services: req.raw,
+    allocation,
+    macs: Object.fromEntries([...planned.macs].map(([k, v]) => [k, macText(v)])),
+    loadedAt,
+  });
+  const pinned = openPinnedMaps(pinDir(req.iface));
+  try {
+    if (ours && readText(path.join(runDir(req.iface), 'xdpvs.c')) === source) {
+      const maps = pinned.persistent as Record<(typeof PERSISTENT_MAPS)[number], BpfMap>;
+      const restore = fillMaps(maps, pinned.rings, pinned.rings, planned);
+      const state = stateOf(previous.progId, previous.mode, previous.loadedAt);
+      try {
+        writeState(state);
+      } catch (err) {
+        restore();
+        throw err;
+      }
+      clearRemoved(maps.backends, allocation.backends, previous.allocation.backends);
+      return { state, plan, replaced: true, reloaded: false };
+    }
+    const { progId, mode } = reload(req, planned, source, pinned, ours ? attached.progId : undefined);
+    const state = stateOf(progId, mode);
+    writeState(state);
+    return { state, plan, replaced: ours, reloaded: true };
+  } finally {
+    pinned.close();
+  }
+}
+
+/**
+ * Pins are made under a temporary name before the attach and renamed over the live ones after
+ * (bpffs refuses names with dots).
+ */
+const STAGED = '_staged';
+
+/**
+ * Compiles, loads, fills and attaches a new program, replacing `replaceProgId` atomically. Only
+ * renames of pins and files are left after the attach, so nothing of substance can fail then.
+ */
+function reload(req: ApplyRequest, p: Planned, source: string, pinned: PinnedMaps, replaceProgId: number | undefined): { progId: number; mode: 'native' | 'generic' } {
   const pins = pinDir(req.iface);
   const run = runDir(req.iface);
-  const firstLoad = !fs.existsSync(run);
+  const made = [run, pins].filter((d) => !fs.existsSync(d));
   fs.mkdirSync(run, { recursive: true });
+  fs.mkdirSync(pins, { recursive: true });
   const build = fs.mkdtempSync(path.join(run, 'build-'));
-  const persistent = openPins(pins, [...PERSISTENT_MAPS]);
-  const oldRings = new Map<number, BpfMap>();
-  const ringPins = fs.existsSync(pins) ? fs.readdirSync(pins).filter((n) => ringClassOfMapName(n) !== undefined) : [];
-  for (const [name, m] of Object.entries(openPins(pins, ringPins))) oldRings.set(ringClassOfMapName(name)!, m);
+  const staged: string[] = [];
+  const stage = (obj: { pin(p: string): void }, name: string) => {
+    const file = path.join(pins, name + STAGED);
+    fs.rmSync(file, { force: true });
+    obj.pin(file);
+    staged.push(name);
+  };
   let dp: Datapath | undefined;
   try {
-    dp = loadDatapath(buildProgram(plan, build), persistent);
-    const restore = writeBackends(dp.maps.backends, plan, macs);
+    fs.writeFileSync(path.join(build, 'xdpvs.c'), source);
+    dp = loadDatapath(compileProgram(path.join(build, 'xdpvs.c')), pinned.persistent);
+    const restore = fillMaps(dp.maps, dp.rings, pinned.rings, p);
     let mode: 'native' | 'generic';
     try {
-      resetCounters(dp.maps.backend_stats, newIndexes(allocation.backends, previous?.allocation.backends));
-      const previousTables = new Map(plan.services.map((s) => [s.id, currentRing(s, oldRings)]));
-      const tables = new Map(plan.services.map((s) => [s.id, markChanges(serviceRing(s), previousTables.get(s.id))]));
-      refreshMarkedFlows(dp.maps.conns, plan, tables, previousTables);
-      installRings(dp.rings, plan.services.map((s) => [s, tables.get(s.id)!]));
-      const old = ours ? BpfProgram.fromId(attached.progId) : undefined;
+      stage(dp.program, PROGRAM_PIN);
+      for (const name of dp.created) stage(dp.maps[name as keyof Datapath['maps']], name);
+      for (const [cls, m] of dp.rings) stage(m, ringMapName(cls));
+      const old = replaceProgId === undefined ? undefined : BpfProgram.fromId(replaceProgId);
       try {
-        mode = xdpAttach(ifindex, dp.program, { mode: req.mode, replaceProgFd: old }).mode;
+        mode = xdpAttach(ifindexOf(req.iface), dp.program, { mode: req.mode, replaceProgFd: old }).mode;
       } finally {
         old?.close();
       }
@@ -131,35 +251,17 @@ export async function loadServices(req: LoadRequest): Promise<LoadResult> {
       restore();
       throw err;
     }
-
-    // attached: from here on the new program runs; record it so other commands find it
-    fs.mkdirSync(pins, { recursive: true });
-    replacePin(dp.program, path.join(pins, PROGRAM_PIN));
-    for (const name of dp.created) dp.maps[name as keyof Datapath['maps']].pin(path.join(pins, name));
-    for (const name of fs.readdirSync(pins).filter((n) => ringClassOfMapName(n) !== undefined)) fs.rmSync(path.join(pins, name));
-    for (const [cls, m] of dp.rings) m.pin(path.join(pins, ringMapName(cls)));
-    clearRemoved(dp.maps.backends, allocation.backends, previous?.allocation.backends);
+    for (const name of fs.readdirSync(pins).filter((n) => ringClassOfMapName(n) !== undefined && !staged.includes(n))) fs.rmSync(path.join(pins, name));
+    for (const name of staged.splice(0)) fs.renameSync(path.join(pins, name + STAGED), path.join(pins, name));
     for (const f of ['xdpvs.c', 'xdpvs.o']) fs.renameSync(path.join(build, f), path.join(run, f));
-    const state: LoadedState = {
-      version: 1,
-      iface: req.iface,
-      ifindex,
-      mode,
-      progId: dp.program.info().id,
-      source: path.resolve(req.file),
-      services: raw,
-      allocation,
-      macs: Object.fromEntries([...macs].map(([k, v]) => [k, [...v].map((x) => x.toString(16).padStart(2, '0')).join(':')])),
-      loadedAt: new Date().toISOString(),
-    };
-    writeState(state);
-    return { state, plan, replaced: ours };
+    clearRemoved(dp.maps.backends, p.allocation.backends, p.previous?.allocation.backends);
+    return { progId: dp.program.info().id, mode };
   } catch (err) {
-    if (firstLoad) fs.rmSync(run, { recursive: true, force: true });
+    for (const name of staged) fs.rmSync(path.join(pins, name + STAGED), { force: true });
+    for (const d of made) fs.rmSync(d, { recursive: true, force: true });
     throw err;
   } finally {
     dp?.object.close();
-    for (const m of [...Object.values(persistent), ...oldRings.values()]) m.close();
     fs.rmSync(build, { recursive: true, force: true });
   }
 }

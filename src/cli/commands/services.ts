@@ -48,12 +48,12 @@ export function register(program: Command): void {
     .requiredOption('-i, --interface <iface>', "the director's interface")
     .addOption(new Option('--mode <mode>', 'XDP attach mode').choices(['native', 'generic', 'auto']).default('native'))
     .action(async (file: string, o: { interface: string; mode: 'native' | 'generic' | 'auto' }) => {
-      const { state, plan, replaced } = await loadServices({ file, iface: o.interface, mode: o.mode });
+      const { state, plan, replaced, reloaded } = await loadServices({ file, iface: o.interface, mode: o.mode });
       for (const w of planWarnings(plan.services.map((s) => s.service))) process.stderr.write(`xdpvs: warning: ${w}\n`);
       const backends = plan.services.reduce((n, s) => n + s.backends.length, 0);
       process.stdout.write(
-        `${replaced ? 'replaced' : 'loaded'} ${plural(plan.services.length, 'service')} with ${plural(backends, 'backend')} on ${state.iface} ` +
-          `(program ${state.progId}, ${state.mode} mode)\n`,
+        `${!replaced ? 'loaded' : reloaded ? 'replaced' : 'updated'} ${plural(plan.services.length, 'service')} with ${plural(backends, 'backend')} on ${state.iface} ` +
+          `(program ${state.progId}, ${state.mode} mode${replaced && !reloaded ? '; same program, new tables' : ''})\n`,
       );
       for (const s of plan.services) {
         process.stdout.write(`  ${s.service.name.padEnd(16)} ${s.service.protocol.toUpperCase()} ${endpoint(s.service.vip.address, s.service.port).padEnd(24)} ${s.service.scheduler} -> ${s.backends.map((b) => b.backend.ip).join(', ') || '(no backends)'}\n`);
