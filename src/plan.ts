@@ -22,6 +22,8 @@ export interface Allocation {
 export interface PlannedBackend {
   backend: Backend;
   index: number;
+  /** the weight the scheduler uses: the file's, or 0 while a health check holds it down */
+  weight: number;
 }
 
 export interface PlannedService {
@@ -76,7 +78,16 @@ export function planWarnings(services: Service[]): string[] {
   );
 }
 
-export function planProgram(config: ServicesConfig, source: string, previous: Allocation = { services: {}, backends: {} }): { plan: ProgramPlan; allocation: Allocation } {
+/**
+ * `down`: backends a health check holds down (backendKey). Like keepalived's inhibit_on_failure
+ * they keep their place with weight 0: no new flows, established flows stay.
+ */
+export function planProgram(
+  config: ServicesConfig,
+  source: string,
+  previous: Allocation = { services: {}, backends: {} },
+  down: ReadonlySet<string> = new Set(),
+): { plan: ProgramPlan; allocation: Allocation } {
   const unsupported = config.services.flatMap((s, i) => [
     ...(SCHEDULERS_IN_DATA_PLANE.has(s.scheduler) ? [] : [`services[${i}].scheduler: "${s.scheduler}" is not supported by this version of the data plane (use maglev or sh)`]),
   ]);
@@ -89,7 +100,10 @@ export function planProgram(config: ServicesConfig, source: string, previous: Al
     service,
     id: allocation.services[serviceKey(service)]!,
     ringClass: ringClassFor(service.backends.length),
-    backends: service.backends.map((backend) => ({ backend, index: allocation.backends[backendKey(service, backend)]! })),
+    backends: service.backends.map((backend) => {
+      const key = backendKey(service, backend);
+      return { backend, index: allocation.backends[key]!, weight: down.has(key) ? 0 : backend.weight };
+    }),
   }));
   const classes = new Map<number, string[]>();
   for (const s of services) classes.set(s.ringClass, [...(classes.get(s.ringClass) ?? []), s.service.name]);
@@ -108,7 +122,7 @@ export function planProgram(config: ServicesConfig, source: string, previous: Al
 
 /** The scheduling table a service should have: a Maglev table over its weighted backends. */
 export function serviceRing(s: PlannedService): Uint32Array {
-  const members = s.backends.map((b) => ({ key: b.backend.ip, index: b.index, weight: b.backend.weight }));
+  const members = s.backends.map((b) => ({ key: b.backend.ip, index: b.index, weight: b.weight }));
   const size = ringSize(s.ringClass);
   return members.some((m) => m.weight > 0) ? buildMaglev(members, size) : new Uint32Array(size).fill(RING_NONE);
 }

@@ -76,6 +76,8 @@ export interface ApplyRequest {
   source: string;
   iface: string;
   mode: XdpAttachMode;
+  /** health verdicts by backendKey; by default the ones recorded by the last apply */
+  health?: Record<string, 'up' | 'down'>;
 }
 
 export interface LoadResult {
@@ -168,7 +170,9 @@ export async function applyServices(req: ApplyRequest): Promise<LoadResult> {
     ]);
   }
 
-  const { plan, allocation } = planProgram(req.config, req.source, previous?.allocation);
+  const health = req.health ?? previous?.health ?? {};
+  const down = new Set(Object.keys(health).filter((k) => health[k] === 'down'));
+  const { plan, allocation } = planProgram(req.config, req.source, previous?.allocation, down);
   const planned: Planned = { plan, allocation, previous, macs: await resolveMacs(req.config, plan, req.iface) };
   const source = generateProgram(plan);
   const stateOf = (progId: number, mode: 'native' | 'generic', loadedAt = new Date().toISOString()): LoadedState => ({
@@ -181,6 +185,8 @@ export async function applyServices(req: ApplyRequest): Promise<LoadResult> {
     services: req.raw,
     allocation,
     macs: Object.fromEntries([...planned.macs].map(([k, v]) => [k, macText(v)])),
+    // verdicts of backends still in the file
+    health: Object.fromEntries(Object.entries(health).filter(([k]) => planned.macs.has(k))),
     loadedAt,
   });
   const pinned = openPinnedMaps(pinDir(req.iface));

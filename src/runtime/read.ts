@@ -63,20 +63,9 @@ export interface LoadedService {
 // Pure: the state's services, health, connection counting, stats reports, rates
 // ---------------------------------------------------------------------------------------------
 
-/**
- * A health checker's verdict on a backend, when the state carries one: `health` keyed by
- * backendKey, each a state string (`"down"`) or a record with `state` or `up`. Undefined when
- * there is none, which reads as up.
- */
+/** A health checker's verdict on a backend; undefined (read as up) when nothing checks it. */
 export function healthOf(state: LoadedState, key: string): 'up' | 'down' | undefined {
-  const health = (state as unknown as { health?: unknown }).health;
-  if (!health || typeof health !== 'object') return undefined;
-  const h = (health as Record<string, unknown>)[key];
-  const word = typeof h === 'string' ? h : h && typeof h === 'object' ? (h as { state?: unknown }).state : undefined;
-  if (word === 'up' || word === 'down') return word;
-  const up = h && typeof h === 'object' ? (h as { up?: unknown }).up : undefined;
-  if (typeof up === 'boolean') return up ? 'up' : 'down';
-  return undefined;
+  return state.health?.[key];
 }
 
 /** down (failed health check) before draining (weight 0) before up. */

@@ -24,6 +24,8 @@ export interface LoadedState {
   allocation: Allocation;
   /** backendKey -> MAC written to the backends map */
   macs: Record<string, string>;
+  /** backendKey -> the health checker's verdict (the daemon's); absent means up */
+  health?: Record<string, 'up' | 'down'>;
   loadedAt: string;
 }
 
