@@ -2,23 +2,23 @@
  * The XDP program of a services config, built and loaded for BPF_PROG_TEST_RUN: generated,
  * compiled, loaded, its maps filled as `xdpvs load` fills them, but never attached to an
  * interface and never pinned. Every backend must have its `mac` in the config (no neighbour
- * table is consulted).
+ * table is consulted). Building and filling live in src/bench/datapath.ts (the benchmarks use
+ * them too); this wraps them with what tests need to drive and inspect a program.
  *
  *   const built = buildTestProgram(config);        // clang, once per test file
  *   const dp = loadTestDatapath(built);            // fresh maps; as many as a test needs
  *   const { verdict, out } = dp.run(frame);
  *   dp.close(); built.cleanup();
  */
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { validateServices } from '../../src/config/validate.js';
-import type { ServicesConfig } from '../../src/config/types.js';
-import { backendKey, planProgram, serviceRing, type Allocation, type PlannedService, type ProgramPlan } from '../../src/plan.js';
-import { buildProgram, installRings, loadDatapath, nextRing, readRing, writeBackends, type Datapath } from '../../src/runtime/datapath.js';
+import { planProgram, serviceRing, type Allocation, type PlannedService, type ProgramPlan } from '../../src/plan.js';
+import { installRings, nextRing, readRing, writeBackends, type Datapath } from '../../src/runtime/datapath.js';
 import { BpfMap, XdpAction } from '../../src/libbpf.js';
 import { LAYOUTS, decodeConn, encodeFlow, sumCounters, sumU64, u32Key, type Conn, type Counters, type Flow } from '../../src/abi.js';
 import { parseMac } from '../../src/net/addr.js';
+import { buildUnattached, configMacs, loadFilled, type BuiltProgram } from '../../src/bench/datapath.js';
+
+export { configMacs, type BuiltProgram };
 
 export type Verdict = 'ABORTED' | 'DROP' | 'PASS' | 'TX' | 'REDIRECT';
 const VERDICTS = new Map<number, Verdict>(Object.entries(XdpAction).map(([name, n]) => [n, name as Verdict]));
@@ -31,44 +31,8 @@ export interface RunResult {
   out: Buffer;
 }
 
-export interface BuiltProgram {
-  dir: string;
-  objectPath: string;
-  source: string;
-  config: ServicesConfig;
-  plan: ProgramPlan;
-  allocation: Allocation;
-  /** removes the build directory */
-  cleanup(): void;
-}
-
 /** Validates and plans a services config (the raw JSON document) and compiles its program. */
-export function buildTestProgram(raw: unknown, o: { source?: string; dir?: string; previous?: Allocation } = {}): BuiltProgram {
-  const source = o.source ?? 'test-services.json';
-  const config = validateServices(raw, source);
-  const { plan, allocation } = planProgram(config, source, o.previous);
-  const dir = o.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'xdpvs-dp-'));
-  try {
-    const objectPath = buildProgram(plan, dir);
-    return { dir, objectPath, source, config, plan, allocation, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
-  } catch (err) {
-    if (!o.dir) fs.rmSync(dir, { recursive: true, force: true });
-    throw err;
-  }
-}
-
-/** Every backend's MAC from the config, keyed as writeBackends() wants them. */
-export function configMacs(plan: ProgramPlan): Map<string, Buffer> {
-  const macs = new Map<string, Buffer>();
-  for (const s of plan.services) {
-    for (const b of s.backends) {
-      const m = b.backend.mac && parseMac(b.backend.mac);
-      if (!m) throw new Error(`test config: backend ${b.backend.ip} of ${s.service.name} needs a "mac"`);
-      macs.set(backendKey(s.service, b.backend), m);
-    }
-  }
-  return macs;
-}
+export const buildTestProgram = buildUnattached;
 
 /** A loaded program with its maps filled, and what a test needs to drive and inspect it. */
 export class TestDatapath {
@@ -194,14 +158,7 @@ export function loadTestDatapath(
   built: Pick<BuiltProgram, 'objectPath' | 'plan' | 'allocation' | 'source'>,
   o: { reuse?: Datapath; previousRings?: Map<number, BpfMap> } = {},
 ): TestDatapath {
-  const dp = loadDatapath(built.objectPath, o.reuse ? { ...o.reuse.maps } : {});
-  try {
-    writeBackends(dp.maps.backends, built.plan, configMacs(built.plan));
-    installRings(dp.rings, built.plan.services.map((s) => [s, nextRing(s, o.previousRings)]));
-  } catch (err) {
-    dp.object.close();
-    throw err;
-  }
+  const dp = loadFilled(built, o);
   return new TestDatapath(dp, built.plan, built.allocation, built.source);
 }
 
