@@ -29,7 +29,14 @@ struct xdpvs_backend {
 	__u8 mac[6];
 	__u16 flags;
 	__u32 service;
+	__u32 weight; /* as scheduled (0 while drained or down): least-connection schedulers divide by it */
 };
+
+/*
+ * backend_active[index]: flows the director saw open minus those it saw close (FIN/RST), for the
+ * least-connection schedulers. Flows that end silently are corrected by the control plane,
+ * which recounts the connection table whenever it applies services.
+ */
 
 /* backend_stats[index], per CPU. Services are the sum of their backends. */
 struct xdpvs_counters {
@@ -43,6 +50,7 @@ enum xdpvs_total {
 	XDPVS_TOTAL_PASSED = 0,		/* not for a service (or unparsable): handed to the kernel */
 	XDPVS_TOTAL_DROP_FRAGMENT = 1,	/* an IP fragment for a service: cannot be hashed consistently */
 	XDPVS_TOTAL_DROP_NO_BACKEND = 2,	/* for a service that has no backend to take it */
+	XDPVS_TOTAL_UNRECORDED = 3,	/* new flows forwarded but not recorded: over connRecordRate */
 	XDPVS_TOTAL_MAX = 4,
 };
 
@@ -55,6 +63,20 @@ struct xdpvs_flow {
 	__u8 proto;
 	__u8 family; /* 4 or 6: keeps an IPv4 flow apart from an IPv6 one with the same words */
 	__u16 pad;
+};
+
+/* persist key: a client (its address masked to the service's persistence prefix) of a service */
+struct xdpvs_persist_key {
+	__u32 service;
+	__u32 family;
+	__u32 client[4];
+};
+
+/* persist value */
+struct xdpvs_persist {
+	__u32 backend;
+	__u32 pad;
+	__u64 last_seen_ns;
 };
 
 /* conns value */

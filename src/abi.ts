@@ -12,23 +12,32 @@ export const MAPS = {
   backendStats: 'backend_stats',
   totals: 'totals',
   conns: 'conns',
+  backendActive: 'backend_active',
+  persist: 'persist',
 } as const;
 
+/** Maps each program makes afresh: their contents need not outlive it (plus the tables). */
+export const PROGRAM_MAPS = ['rr_cursor', 'record_budget'] as const;
+
 /** Maps whose contents outlive a reload: reused from their pins when compatible. */
-export const PERSISTENT_MAPS = [MAPS.backends, MAPS.backendStats, MAPS.totals, MAPS.conns] as const;
+export const PERSISTENT_MAPS = [MAPS.backends, MAPS.backendStats, MAPS.totals, MAPS.conns, MAPS.backendActive, MAPS.persist] as const;
 
 export const BACKEND_PRESENT = 0x1;
 export const CONN_CLOSING = 0x1;
 
 /** enum xdpvs_total */
-export const TOTALS = { passed: 0, dropFragment: 1, dropNoBackend: 2 } as const;
+export const TOTALS = { passed: 0, dropFragment: 1, dropNoBackend: 2, unrecorded: 3 } as const;
+/** The totals that count dropped frames. */
+export const DROP_TOTALS = [TOTALS.dropFragment, TOTALS.dropNoBackend] as const;
 export const TOTALS_COUNT = 4;
 
 export const LAYOUTS = {
-  xdpvs_backend: { size: 12, fields: { mac: 0, flags: 6, service: 8 } },
+  xdpvs_backend: { size: 16, fields: { mac: 0, flags: 6, service: 8, weight: 12 } },
   xdpvs_counters: { size: 24, fields: { connections: 0, packets: 8, bytes: 16 } },
   xdpvs_flow: { size: 40, fields: { saddr: 0, daddr: 16, sport: 32, dport: 34, proto: 36, family: 37, pad: 38 } },
   xdpvs_conn: { size: 16, fields: { backend: 0, flags: 4, last_seen_ns: 8 } },
+  xdpvs_persist_key: { size: 24, fields: { service: 0, family: 4, client: 8 } },
+  xdpvs_persist: { size: 16, fields: { backend: 0, pad: 4, last_seen_ns: 8 } },
 } as const;
 
 export function u32Key(n: number): Buffer {
@@ -41,6 +50,7 @@ export interface BackendEntry {
   mac: Buffer;
   flags: number;
   service: number;
+  weight: number;
 }
 
 export function encodeBackend(e: BackendEntry): Buffer {
@@ -49,12 +59,18 @@ export function encodeBackend(e: BackendEntry): Buffer {
   e.mac.copy(b, L.fields.mac, 0, 6);
   b.writeUInt16LE(e.flags, L.fields.flags);
   b.writeUInt32LE(e.service, L.fields.service);
+  b.writeUInt32LE(e.weight, L.fields.weight);
   return b;
 }
 
 export function decodeBackend(b: Buffer): BackendEntry {
   const L = LAYOUTS.xdpvs_backend;
-  return { mac: Buffer.from(b.subarray(L.fields.mac, L.fields.mac + 6)), flags: b.readUInt16LE(L.fields.flags), service: b.readUInt32LE(L.fields.service) };
+  return {
+    mac: Buffer.from(b.subarray(L.fields.mac, L.fields.mac + 6)),
+    flags: b.readUInt16LE(L.fields.flags),
+    service: b.readUInt32LE(L.fields.service),
+    weight: b.readUInt32LE(L.fields.weight),
+  };
 }
 
 export interface Counters {

@@ -1,7 +1,7 @@
 import type { Backend, Service, ServicesConfig, Timeouts } from './config/types.js';
 import { UserError } from './errors.js';
 import { RING_NONE, ringClassFor, ringSize } from './sched/ring.js';
-import { buildMaglev } from './sched/maglev.js';
+import { buildMaglev, buildRrSequence, buildWrrSequence } from './sched/maglev.js';
 
 /**
  * The pure half of loading: what the program and its maps should hold for a services file,
@@ -39,6 +39,7 @@ export interface ProgramPlan {
   /** entries of every map of tables: the highest service id + 1 */
   serviceSlots: number;
   connTableSize: number;
+  connRecordRate: number;
   timeouts: Timeouts;
   ringClasses: Array<{ ringClass: number; services: string[] }>;
 }
@@ -46,8 +47,6 @@ export interface ProgramPlan {
 /** A service is the same service across reloads when its VIP, port and protocol are. */
 export const serviceKey = (s: Pick<Service, 'protocol' | 'vip' | 'port'>): string => `${s.protocol}/${s.vip.address}/${s.port}`;
 export const backendKey = (s: Service, b: Pick<Backend, 'ip'>): string => `${serviceKey(s)}/${b.ip}`;
-
-export const SCHEDULERS_IN_DATA_PLANE = new Set(['maglev', 'sh']);
 
 /** Lowest ids not taken, keeping every id that `previous` gave to something still present. */
 function allocate(keys: string[], previous: Record<string, number>, limit: number, what: string): Record<string, number> {
@@ -71,13 +70,6 @@ function allocate(keys: string[], previous: Record<string, number>, limit: numbe
   return result;
 }
 
-/** Settings the file may hold that this version's data plane does not act on yet. */
-export function planWarnings(services: Service[]): string[] {
-  return services.flatMap((s, i) =>
-    s.persistence === 0 ? [] : [`services[${i}].persistence: ${s.persistence} s is not enforced by this version (the sh scheduler keeps a client on one real server while the backends stay the same)`],
-  );
-}
-
 /**
  * `down`: backends a health check holds down (backendKey). Like keepalived's inhibit_on_failure
  * they keep their place with weight 0: no new flows, established flows stay.
@@ -88,10 +80,6 @@ export function planProgram(
   previous: Allocation = { services: {}, backends: {} },
   down: ReadonlySet<string> = new Set(),
 ): { plan: ProgramPlan; allocation: Allocation } {
-  const unsupported = config.services.flatMap((s, i) => [
-    ...(SCHEDULERS_IN_DATA_PLANE.has(s.scheduler) ? [] : [`services[${i}].scheduler: "${s.scheduler}" is not supported by this version of the data plane (use maglev or sh)`]),
-  ]);
-  if (unsupported.length > 0) throw new UserError(`${source}: ${unsupported.length} setting(s) this version cannot run yet`, unsupported);
   const allocation: Allocation = {
     services: allocate(config.services.map(serviceKey), previous.services, 16384, 'services'),
     backends: allocate(config.services.flatMap((s) => s.backends.map((b) => backendKey(s, b))), previous.backends, 65536, 'backends'),
@@ -114,15 +102,22 @@ export function planProgram(
       services,
       serviceSlots: Math.max(1, ...services.map((s) => s.id + 1)),
       connTableSize: config.connTableSize,
+      connRecordRate: config.connRecordRate,
       timeouts: config.timeouts,
       ringClasses: [...classes.entries()].sort((a, b) => a[0] - b[0]).map(([ringClass, names]) => ({ ringClass, services: names })),
     },
   };
 }
 
-/** The scheduling table a service should have: a Maglev table over its weighted backends. */
+/**
+ * The scheduling table a service should have: the weighted round-robin sequence for wrr and rr,
+ * else a Maglev table over its weighted backends (sh, lc and wlc draw from it too).
+ */
 export function serviceRing(s: PlannedService): Uint32Array {
   const members = s.backends.map((b) => ({ key: b.backend.ip, index: b.index, weight: b.weight }));
   const size = ringSize(s.ringClass);
-  return members.some((m) => m.weight > 0) ? buildMaglev(members, size) : new Uint32Array(size).fill(RING_NONE);
+  if (!members.some((m) => m.weight > 0)) return new Uint32Array(size).fill(RING_NONE);
+  if (s.service.scheduler === 'wrr') return buildWrrSequence(members, size);
+  if (s.service.scheduler === 'rr') return buildRrSequence(members, size);
+  return buildMaglev(members, size);
 }

@@ -6,7 +6,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { BACKEND_PRESENT, CONN_CLOSING, LAYOUTS, MAPS, MAX_BACKENDS, PERSISTENT_MAPS, TOTALS, TOTALS_COUNT } from '../src/abi.js';
+import { BACKEND_PRESENT, CONN_CLOSING, LAYOUTS, MAPS, MAX_BACKENDS, PERSISTENT_MAPS, PROGRAM_MAPS, TOTALS, TOTALS_COUNT } from '../src/abi.js';
 import { BpfObject, MapType } from '../src/libbpf.js';
 import { bpfDir } from '../src/paths.js';
 import { RING_BACKEND_MASK, RING_DIRTY, RING_NONE, ringSize } from '../src/sched/ring.js';
@@ -72,10 +72,12 @@ function sizeOf(types: Map<number, BtfType>, id: number): number {
 
 /** Field sizes the codecs of src/abi.ts read and write (a u16 written as u16, and so on). */
 const FIELD_SIZES: { [S in keyof typeof LAYOUTS]: { [F in keyof (typeof LAYOUTS)[S]['fields']]: number } } = {
-  xdpvs_backend: { mac: 6, flags: 2, service: 4 },
+  xdpvs_backend: { mac: 6, flags: 2, service: 4, weight: 4 },
   xdpvs_counters: { connections: 8, packets: 8, bytes: 8 },
   xdpvs_flow: { saddr: 16, daddr: 16, sport: 2, dport: 2, proto: 1, family: 1, pad: 2 },
   xdpvs_conn: { backend: 4, flags: 4, last_seen_ns: 8 },
+  xdpvs_persist_key: { service: 4, family: 4, client: 16 },
+  xdpvs_persist: { backend: 4, pad: 4, last_seen_ns: 8 },
 };
 
 t.test('every struct in LAYOUTS has that size and those member offsets in the BTF', (t) => {
@@ -112,10 +114,12 @@ t.test('the maps src/abi.ts names exist, with the shapes the codecs assume', (t)
 
   const obj = BpfObject.open(built.objectPath);
   t.teardown(() => obj.close());
-  t.same(obj.mapNames().filter((n) => !n.startsWith('.')).sort(), [...Object.values(MAPS), ringMapName(0)].sort(), 'libbpf sees these maps and the one table class in use');
+  t.same(obj.mapNames().filter((n) => !n.startsWith('.')).sort(), [...Object.values(MAPS), ...PROGRAM_MAPS, ringMapName(0)].sort(), 'libbpf sees these maps, the per-program ones and the one table class in use');
   t.same(obj.map(MAPS.backends).spec(), { type: MapType.array, keySize: 4, valueSize: LAYOUTS.xdpvs_backend.size, maxEntries: MAX_BACKENDS, flags: 0 }, MAPS.backends);
   t.same(obj.map(MAPS.backendStats).spec(), { type: MapType.percpu_array, keySize: 4, valueSize: LAYOUTS.xdpvs_counters.size, maxEntries: MAX_BACKENDS, flags: 0 }, MAPS.backendStats);
   t.same(obj.map(MAPS.totals).spec(), { type: MapType.percpu_array, keySize: 4, valueSize: 8, maxEntries: TOTALS_COUNT, flags: 0 }, MAPS.totals);
+  t.same(obj.map(MAPS.backendActive).spec(), { type: MapType.array, keySize: 4, valueSize: 8, maxEntries: MAX_BACKENDS, flags: 0 }, MAPS.backendActive);
+  t.same(obj.map(MAPS.persist).spec(), { type: MapType.lru_hash, keySize: LAYOUTS.xdpvs_persist_key.size, valueSize: LAYOUTS.xdpvs_persist.size, maxEntries: CONFIG.connTableSize, flags: 0 }, MAPS.persist);
   t.same(obj.map(MAPS.conns).spec(), { type: MapType.lru_hash, keySize: LAYOUTS.xdpvs_flow.size, valueSize: LAYOUTS.xdpvs_conn.size, maxEntries: CONFIG.connTableSize, flags: 0 }, MAPS.conns);
   t.match(obj.map(ringMapName(0)).spec(), { type: MapType.array_of_maps, keySize: 4, valueSize: 4, maxEntries: built.plan.serviceSlots }, `${ringMapName(0)}: a map of ${ringSize(0)}-slot tables`);
   t.end();
@@ -165,6 +169,7 @@ enum xdpvs_total probe_totals;
       XDPVS_TOTAL_PASSED: TOTALS.passed,
       XDPVS_TOTAL_DROP_FRAGMENT: TOTALS.dropFragment,
       XDPVS_TOTAL_DROP_NO_BACKEND: TOTALS.dropNoBackend,
+      XDPVS_TOTAL_UNRECORDED: TOTALS.unrecorded,
       XDPVS_TOTAL_MAX: TOTALS_COUNT,
     },
     'enum xdpvs_total is TOTALS, and XDPVS_TOTAL_MAX is TOTALS_COUNT',

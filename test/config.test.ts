@@ -144,6 +144,7 @@ t.test('a minimal service gets every default', async (t) => {
     services: [],
     timeouts: { tcp: 900, tcpFin: 120, udp: 300 },
     connTableSize: 1048576,
+    connRecordRate: 250000,
   });
 });
 

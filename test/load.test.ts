@@ -59,7 +59,7 @@ t.test('load attaches in native mode and pins the program and its maps', (t) => 
   t.match(r.stdout, /loaded 1 service with 2 backends on xva \(program \d+, native mode\)/);
   t.match(linkXdp(), / xdp /, 'ip link shows xdp');
   t.notMatch(linkXdp(), /xdpgeneric/, 'not generic');
-  t.same(fs.readdirSync(pins()).sort(), ['backend_stats', 'backends', 'conns', 'prog', 'rings_1021', 'totals']);
+  t.same(fs.readdirSync(pins()).sort(), ['backend_active', 'backend_stats', 'backends', 'conns', 'persist', 'prog', 'rings_1021', 'totals']);
   t.ok(fs.existsSync(path.join(ns.runRoot, 'xva', 'state.json')), 'state for later commands');
   t.ok(fs.existsSync(path.join(ns.runRoot, 'xva', 'xdpvs.c')), 'the generated C is kept for reading');
   const macs = withMap('backends', (m) => [0, 1].map((i) => decodeBackend(m.lookup(u32Key(i))!).mac.toString('hex')));

@@ -6,8 +6,8 @@ import type { ProgramPlan, PlannedService } from '../plan.js';
 import type { Protocol, Scheduler } from '../config/types.js';
 import { RING_SIZES, ringSize } from '../sched/ring.js';
 
-/* The data plane knows two ways to index a table (bpf/forward.h). */
-const SCHED_CONST: Partial<Record<Scheduler, string>> = { maglev: 'MAGLEV', sh: 'SH' };
+/* The schedulers of bpf/forward.h. */
+const SCHED_CONST: Record<Scheduler, string> = { maglev: 'MAGLEV', sh: 'SH', wrr: 'WRR', rr: 'RR', lc: 'LC', wlc: 'WLC' };
 const C_PROTO: Record<Protocol, string> = { tcp: 'IPPROTO_TCP', udp: 'IPPROTO_UDP' };
 const PROTOCOL_ORDER: Protocol[] = ['tcp', 'udp'];
 
@@ -108,6 +108,7 @@ export function templateContext(plan: ProgramPlan): object {
     vipCount: byVip.size,
     serviceSlots: plan.serviceSlots,
     connTableSize: plan.connTableSize,
+    connRecordRate: plan.connRecordRate,
     timeouts: plan.timeouts,
     partSize: PART_SIZE,
     ringClasses: plan.ringClasses.map((c) => ({ index: c.ringClass, name: ringMapName(c.ringClass), size: ringSize(c.ringClass), services: c.services })),
@@ -119,8 +120,13 @@ export function templateContext(plan: ProgramPlan): object {
       endpoint: endpoint(s.service.vip.address, s.service.port),
       scheduler: s.service.scheduler,
       schedConst: SCHED_CONST[s.service.scheduler],
+      persistence: s.service.persistence,
       ringClass: s.ringClass,
     })),
+    persistenceSlots: plan.services.some((s) => s.service.persistence > 0) ? 2 ** Math.ceil(Math.log2(plan.serviceSlots)) : 1,
+    persistent: plan.services
+      .filter((s) => s.service.persistence > 0)
+      .map((s) => ({ id: s.id, name: s.service.name, persistence: s.service.persistence, prefix: s.service.persistenceNetmask })),
     families: [family('ipv4', 'pkt->flow.daddr[0]', cases4), family('ipv6', 'pkt->flow.daddr[3]', [...cases6.values()])],
   };
 }

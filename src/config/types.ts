@@ -76,11 +76,14 @@ export interface ServicesConfig {
   timeouts: Timeouts;
   /** entries of the connection-tracking map */
   connTableSize: number;
+  /** new flows the connection table records per second per CPU, at most (a SYN flood's reach) */
+  connRecordRate: number;
 }
 
 export const DEFAULT_SCHEDULER: Scheduler = 'maglev';
 export const DEFAULT_TIMEOUTS: Readonly<Timeouts> = Object.freeze({ tcp: 900, tcpFin: 120, udp: 300 });
 export const DEFAULT_CONN_TABLE_SIZE = 1048576;
+export const DEFAULT_CONN_RECORD_RATE = 250000;
 export const MIN_CONN_TABLE_SIZE = 1024;
 export const MAX_CONN_TABLE_SIZE = 16777216;
 export const DEFAULT_HEALTH_CHECK = Object.freeze({ type: 'tcp', interval: 2, timeout: 1, rise: 2, fall: 3 } as const);

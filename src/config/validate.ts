@@ -20,6 +20,7 @@ import {
 } from '../net/addr.js';
 import {
   DEFAULT_CONN_TABLE_SIZE,
+  DEFAULT_CONN_RECORD_RATE,
   DEFAULT_HEALTH_CHECK,
   DEFAULT_HTTP_PATH,
   DEFAULT_HTTP_STATUS,
@@ -85,6 +86,7 @@ export const FIELDS = {
       maximum: MAX_CONN_TABLE_SIZE,
       default: DEFAULT_CONN_TABLE_SIZE,
     },
+    connRecordRate: { type: 'integer', minimum: 1, maximum: U32_MAX, default: DEFAULT_CONN_RECORD_RATE },
   },
   service: {
     name: {
@@ -432,6 +434,7 @@ function check(raw: unknown, preErrors: string[]): { config?: ServicesConfig; er
   c.field(top, 'config', '$schema', '');
   const rawServices = c.field(top, 'config', 'services', '') as unknown[] | undefined;
   const connTableSize = c.field(top, 'config', 'connTableSize', '') as number | undefined;
+  const connRecordRate = c.field(top, 'config', 'connRecordRate', '') as number | undefined;
   const timeouts = checkTimeouts(c, top);
 
   const services: Service[] = [];
@@ -452,8 +455,8 @@ function check(raw: unknown, preErrors: string[]): { config?: ServicesConfig; er
     }
   }
 
-  if (c.errors.length > 0 || !rawServices || connTableSize === undefined || !timeouts) return { errors: c.errors };
-  return { config: { services, timeouts, connTableSize }, errors: [] };
+  if (c.errors.length > 0 || !rawServices || connTableSize === undefined || connRecordRate === undefined || !timeouts) return { errors: c.errors };
+  return { config: { services, timeouts, connTableSize, connRecordRate }, errors: [] };
 }
 
 function checkTimeouts(c: Checker, top: Obj): Timeouts | undefined {

@@ -7,7 +7,7 @@ import { compileProgram } from '../codegen/clang.js';
 import { serviceRing, backendKey, type PlannedService, type ProgramPlan } from '../plan.js';
 import { RING_DIRTY, RING_BACKEND_MASK } from '../sched/ring.js';
 import { hashFlow, hashSource, ringSlot } from '../sched/hash.js';
-import { decodeConn, decodeFlow, encodeConn } from '../abi.js';
+import { CONN_CLOSING, decodeConn, decodeFlow, encodeConn } from '../abi.js';
 import { formatIp } from '../net/addr.js';
 import { UserError } from '../errors.js';
 
@@ -169,7 +169,7 @@ export function writeBackends(backends: BpfMap, plan: ProgramPlan, macs: Map<str
     for (const b of s.backends) {
       const key = u32Key(b.index);
       before.push([key, backends.lookup(key)]);
-      backends.update(key, encodeBackend({ mac: macs.get(backendKey(s.service, b.backend))!, flags: BACKEND_PRESENT, service: s.id }));
+      backends.update(key, encodeBackend({ mac: macs.get(backendKey(s.service, b.backend))!, flags: BACKEND_PRESENT, service: s.id, weight: b.weight }));
     }
   }
   return () => {
@@ -205,4 +205,28 @@ export function refreshMarkedFlows(conns: BpfMap, plan: ProgramPlan, tables: Map
     refreshed++;
   }
   return refreshed;
+}
+
+/**
+ * Sets each backend's active-flow count (for lc and wlc) from the connection table: open TCP
+ * flows within their timeout, and UDP flows within theirs. The data plane counts opens and
+ * FIN/RST closes between recounts; flows that end silently only leave the count here.
+ */
+export function recountActive(conns: BpfMap, active: BpfMap, plan: ProgramPlan): void {
+  const now = process.hrtime.bigint();
+  const timeout = (proto: number, flags: number) => BigInt(proto === 17 ? plan.timeouts.udp : flags & CONN_CLOSING ? plan.timeouts.tcpFin : plan.timeouts.tcp) * 1_000_000_000n;
+  const counts = new Map<number, number>();
+  for (const [key, value] of conns.entries()) {
+    const flow = decodeFlow(key);
+    const conn = decodeConn(value);
+    if (now - conn.lastSeenNs > timeout(flow.proto, conn.flags) || (flow.proto === 6 && conn.flags & CONN_CLOSING)) continue;
+    counts.set(conn.backend, (counts.get(conn.backend) ?? 0) + 1);
+  }
+  for (const s of plan.services) {
+    for (const b of s.backends) {
+      const v = Buffer.alloc(8);
+      v.writeBigInt64LE(BigInt(counts.get(b.index) ?? 0));
+      active.update(u32Key(b.index), v);
+    }
+  }
 }

@@ -5,6 +5,7 @@ import {
   BACKEND_PRESENT,
   CONN_CLOSING,
   MAPS,
+  DROP_TOTALS,
   TOTALS,
   TOTALS_COUNT,
   decodeBackend,
@@ -232,7 +233,7 @@ export function statsReport(iface: string, services: readonly LoadedService[], c
   const passed = totals[TOTALS.passed] ?? 0;
   const fragment = totals[TOTALS.dropFragment] ?? 0;
   const noBackend = totals[TOTALS.dropNoBackend] ?? 0;
-  const dropped = totals.reduce((n, v, i) => (i === TOTALS.passed ? n : n + v), 0);
+  const dropped = DROP_TOTALS.reduce((n, i) => n + (totals[i] ?? 0), 0);
   return {
     report: { interface: iface, services: out, totals: { packets: forwarded + passed + dropped, forwarded, passed, dropped } },
     drops: { fragment, noBackend, other: dropped - fragment - noBackend },

@@ -2,10 +2,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { parseServicesFile } from '../../config/validate.js';
-import { planProgram, planWarnings } from '../../plan.js';
+import { planProgram } from '../../plan.js';
 import { buildProgram } from '../../runtime/datapath.js';
 import { loadServices } from '../../runtime/load.js';
 import { unloadInterface } from '../../runtime/unload.js';
+import { readState } from '../../runtime/state.js';
+import { formatMacChange, macChanges } from '../../runtime/macs.js';
 import { endpoint } from '../../codegen/program.js';
 import { generateProgram } from '../../codegen/program.js';
 
@@ -48,8 +50,8 @@ export function register(program: Command): void {
     .requiredOption('-i, --interface <iface>', "the director's interface")
     .addOption(new Option('--mode <mode>', 'XDP attach mode').choices(['native', 'generic', 'auto']).default('native'))
     .action(async (file: string, o: { interface: string; mode: 'native' | 'generic' | 'auto' }) => {
+      const before = readState(o.interface);
       const { state, plan, replaced, reloaded } = await loadServices({ file, iface: o.interface, mode: o.mode });
-      for (const w of planWarnings(plan.services.map((s) => s.service))) process.stderr.write(`xdpvs: warning: ${w}\n`);
       const backends = plan.services.reduce((n, s) => n + s.backends.length, 0);
       process.stdout.write(
         `${!replaced ? 'loaded' : reloaded ? 'replaced' : 'updated'} ${plural(plan.services.length, 'service')} with ${plural(backends, 'backend')} on ${state.iface} ` +
@@ -58,6 +60,7 @@ export function register(program: Command): void {
       for (const s of plan.services) {
         process.stdout.write(`  ${s.service.name.padEnd(16)} ${s.service.protocol.toUpperCase()} ${endpoint(s.service.vip.address, s.service.port).padEnd(24)} ${s.service.scheduler} -> ${s.backends.map((b) => b.backend.ip).join(', ') || '(no backends)'}\n`);
       }
+      for (const c of macChanges(before?.macs, state.macs)) process.stdout.write(`${formatMacChange(c)}\n`);
     });
 
   program
