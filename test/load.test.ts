@@ -105,6 +105,19 @@ t.test('a load that changes only backends swaps tables under the running program
   t.end();
 });
 
+t.test('marks no recorded flow needs are cleared at the next apply', (t) => {
+  const marked = (tab: Uint32Array) => tab.filter((e) => (e & RING_DIRTY) !== 0).length;
+  t.ok(marked(withMap('rings_1021', (m) => readRing(m, 0)!)) > 0, 'the weight change left marks');
+  const r = ns.xdpvs(['load', path.join(dir, 'weights.json'), '-i', 'xva']);
+  t.equal(r.status, 0, r.stderr);
+  const table = withMap('rings_1021', (m) => readRing(m, 0)!);
+  const conn = withMap('conns', (m) => decodeConn(m.lookup(flow)!));
+  const slot = ringSlot(hashFlow(decodeFlow(flow)), table.length);
+  const needed = conn.lastSeenNs > 1n && (table[slot]! & 0xffffff) !== conn.backend ? 1 : 0;
+  t.equal(marked(table), needed, 'only the slot a live recorded flow on another backend needs stays marked');
+  t.end();
+});
+
 t.test('a load that fails changes nothing', async (t) => {
   const good = servicesFile('good.json', [web([backend(11), backend(12)])]);
   const wrapper = path.join(dir, 'clang-verifier-reject');

@@ -178,51 +178,56 @@ export function writeBackends(backends: BpfMap, plan: ProgramPlan, macs: Map<str
 }
 
 
+
+
 /**
- * Established TCP packets on an unchanged slot never touch the connection table, so their
- * entries' last-seen time is old. Before their slot is marked, such entries get a fresh one: a
- * long-lived flow must not look expired at the moment it starts needing its entry. A flow that
- * really is dead then lingers for one more timeout, which only keeps a client where it was.
+ * One pass over the connection table before new tables go in:
+ * - Established TCP packets on an unchanged slot never touch their entry, so its last-seen time
+ *   is old. Flows in slots marked now get a fresh one: a long-lived flow must not look expired at
+ *   the moment it starts needing its entry (a flow that really is dead lingers one more timeout).
+ * - A mark left from an earlier change is cleared when no live recorded flow in that slot belongs
+ *   to another backend than the table's: those packets can go back to the fast path.
+ * - Each backend's active-flow count (for lc and wlc) is set from the live entries; the data
+ *   plane counts opens and FIN/RST closes in between, and flows that end silently leave it here.
  */
-export function refreshMarkedFlows(conns: BpfMap, plan: ProgramPlan, tables: Map<number, Uint32Array>, previous: Map<number, Uint32Array | undefined>): number {
+export function settleConnections(conns: BpfMap, active: BpfMap, plan: ProgramPlan, tables: Map<number, Uint32Array>, previous: Map<number, Uint32Array | undefined>): void {
   const byEndpoint = new Map<string, PlannedService>();
   for (const s of plan.services) byEndpoint.set(`${s.service.protocol}/${s.service.vip.address}/${s.service.port}`, s);
   const now = process.hrtime.bigint(); // CLOCK_MONOTONIC, as bpf_ktime_get_coarse_ns
-  let refreshed = 0;
-  for (const [key, value] of conns.entries()) {
-    const flow = decodeFlow(key);
-    const proto = flow.proto === 6 ? 'tcp' : 'udp';
-    const vip = formatIp(flow.daddr);
-    const s = byEndpoint.get(`${proto}/${vip}/${flow.dport}`) ?? byEndpoint.get(`${proto}/${vip}/0`);
-    const table = s && tables.get(s.id);
-    if (!s || !table) continue;
-    const hash = s.service.scheduler === 'sh' ? hashSource(flow.saddr) : hashFlow(flow);
-    const slot = ringSlot(hash, table.length);
+  const timeoutNs = (proto: number, flags: number) => BigInt(proto === 17 ? plan.timeouts.udp : flags & CONN_CLOSING ? plan.timeouts.tcpFin : plan.timeouts.tcp) * 1_000_000_000n;
+  const markedNow = (s: PlannedService, slot: number) => {
+    const table = tables.get(s.id)!;
     const before = previous.get(s.id);
-    const newlyMarked = (table[slot]! & RING_DIRTY) !== 0 && !(before && before.length === table.length && (before[slot]! & RING_DIRTY) !== 0);
-    if (!newlyMarked) continue;
-    conns.update(key, encodeConn({ ...decodeConn(value), lastSeenNs: now }));
-    refreshed++;
-  }
-  return refreshed;
-}
-
-/**
- * Sets each backend's active-flow count (for lc and wlc) from the connection table: open TCP
- * flows within their timeout, and UDP flows within theirs. The data plane counts opens and
- * FIN/RST closes between recounts; flows that end silently only leave the count here.
- */
-export function recountActive(conns: BpfMap, active: BpfMap, plan: ProgramPlan): void {
-  const now = process.hrtime.bigint();
-  const timeout = (proto: number, flags: number) => BigInt(proto === 17 ? plan.timeouts.udp : flags & CONN_CLOSING ? plan.timeouts.tcpFin : plan.timeouts.tcp) * 1_000_000_000n;
+    return (table[slot]! & RING_DIRTY) !== 0 && !(before && before.length === table.length && (before[slot]! & RING_DIRTY) !== 0);
+  };
+  const needed = new Map<number, Set<number>>();
   const counts = new Map<number, number>();
   for (const [key, value] of conns.entries()) {
     const flow = decodeFlow(key);
-    const conn = decodeConn(value);
-    if (now - conn.lastSeenNs > timeout(flow.proto, conn.flags) || (flow.proto === 6 && conn.flags & CONN_CLOSING)) continue;
-    counts.set(conn.backend, (counts.get(conn.backend) ?? 0) + 1);
+    let conn = decodeConn(value);
+    const s = byEndpoint.get(`${flow.proto === 6 ? 'tcp' : 'udp'}/${formatIp(flow.daddr)}/${flow.dport}`) ?? byEndpoint.get(`${flow.proto === 6 ? 'tcp' : 'udp'}/${formatIp(flow.daddr)}/0`);
+    const table = s && tables.get(s.id);
+    if (s && table) {
+      const slot = ringSlot(s.service.scheduler === 'sh' ? hashSource(flow.saddr) : hashFlow(flow), table.length);
+      if (markedNow(s, slot)) {
+        conn = { ...conn, lastSeenNs: now };
+        conns.update(key, encodeConn(conn));
+      }
+      if (now - conn.lastSeenNs <= timeoutNs(flow.proto, conn.flags) && (table[slot]! & RING_BACKEND_MASK) !== conn.backend) {
+        needed.set(s.id, (needed.get(s.id) ?? new Set()).add(slot));
+      }
+    }
+    if (now - conn.lastSeenNs <= timeoutNs(flow.proto, conn.flags) && !(flow.proto === 6 && conn.flags & CONN_CLOSING)) {
+      counts.set(conn.backend, (counts.get(conn.backend) ?? 0) + 1);
+    }
   }
   for (const s of plan.services) {
+    const table = tables.get(s.id)!;
+    const before = previous.get(s.id);
+    for (let slot = 0; slot < table.length; slot++) {
+      const changedNow = !before || before.length !== table.length || (before[slot]! & RING_BACKEND_MASK) !== (table[slot]! & RING_BACKEND_MASK);
+      if (!changedNow && table[slot]! & RING_DIRTY && !needed.get(s.id)?.has(slot)) table[slot] = (table[slot]! & ~RING_DIRTY) >>> 0;
+    }
     for (const b of s.backends) {
       const v = Buffer.alloc(8);
       v.writeBigInt64LE(BigInt(counts.get(b.index) ?? 0));

@@ -10,7 +10,7 @@ import { pinDir, runDir } from '../paths.js';
 import { UserError } from '../errors.js';
 import { generateProgram, ringClassOfMapName, ringMapName } from '../codegen/program.js';
 import { compileProgram } from '../codegen/clang.js';
-import { currentRing, installRings, recountActive, loadDatapath, markChanges, refreshMarkedFlows, writeBackends, type Datapath } from './datapath.js';
+import { currentRing, installRings, loadDatapath, markChanges, settleConnections, writeBackends, type Datapath } from './datapath.js';
 import { readNeighbours, probeNeighbours } from './neigh.js';
 import { readState, writeState, type LoadedState } from './state.js';
 
@@ -128,8 +128,7 @@ function fillMaps(maps: Record<(typeof PERSISTENT_MAPS)[number], BpfMap>, rings:
     resetCounters(maps.backend_stats, newIndexes(p.allocation.backends, p.previous?.allocation.backends));
     const previousTables = new Map(p.plan.services.map((s) => [s.id, currentRing(s, previousRings)]));
     const tables = new Map(p.plan.services.map((s) => [s.id, markChanges(serviceRing(s), previousTables.get(s.id))]));
-    refreshMarkedFlows(maps.conns, p.plan, tables, previousTables);
-    recountActive(maps.conns, maps.backend_active, p.plan);
+    settleConnections(maps.conns, maps.backend_active, p.plan, tables, previousTables);
     installRings(rings, p.plan.services.map((s) => [s, tables.get(s.id)!]));
   } catch (err) {
     restore();
