@@ -478,6 +478,21 @@ t.test('the daemon in a namespace', { skip }, async (t) => {
     t.match(await eventAfter(n, 'the reload on SIGHUP', (e) => e.event === 'reloaded'), { trigger: 'SIGHUP' }, 'SIGHUP reloads a valid file');
   });
 
+  await t.test('refused at start: a second daemon for the interface, an invalid file', async (t) => {
+    const second = new Proc(inNs([process.execPath, bin, 'daemon', file, '-i', IFACE, '--metrics', '127.0.0.1:9470']));
+    procs.add(second);
+    t.same(await second.exit, { code: 1, signal: null }, 'a second daemon exits 1');
+    t.match(second.err, new RegExp(`xdpvs: a daemon already runs for ${IFACE} \\(pid ${daemon.child.pid}\\)`), 'naming the one that runs');
+    const bad = path.join(dir, 'bad.json');
+    fs.writeFileSync(bad, '{ "services": [ { "name": "web", "vip": "10.77.0.300", "port": 80, "protocol": "tcp", "backends": [] } ] }');
+    const invalid = new Proc(inNs([process.execPath, bin, 'daemon', bad, '-i', 'xvb']));
+    procs.add(invalid);
+    t.same(await invalid.exit, { code: 1, signal: null }, 'an invalid file: exit 1');
+    t.match(invalid.err, /xdpvs: .*bad\.json: 1 error\n {2}services\[0\]\.vip: "10\.77\.0\.300" is not/, 'with the validation details');
+    t.notMatch(ns.ip('link', 'show', 'dev', 'xvb').stdout, /xdp/, 'nothing attached');
+    t.ok(daemon.running, 'the first daemon runs on');
+  });
+
   await t.test('SIGTERM leaves the program attached; a new daemon adopts it and its verdicts', async (t) => {
     let n = daemon.events().length;
     await stopBackend('10.77.0.12');
@@ -486,6 +501,7 @@ t.test('the daemon in a namespace', { skip }, async (t) => {
     daemon.child.kill('SIGTERM');
     const exit = await daemon.exit;
     t.same(exit, { code: 0, signal: null }, 'exit 0');
+    t.notOk(fs.existsSync(path.join(ns.runRoot, IFACE, 'daemon.pid')), 'its pid file is gone');
     t.same(since(n).map((e) => e.event).filter((e) => e.startsWith('stop')), ['stopping', 'stopped'], 'logged');
     t.match(ns.ip('link', 'show', 'dev', IFACE).stdout, new RegExp(`prog/xdp id ${programId} `), `program ${programId} still attached`);
     const s = status();

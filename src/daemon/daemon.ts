@@ -23,6 +23,7 @@ import type { Backend, Service, ServicesConfig } from '../config/types.js';
 import { parseServicesText } from '../config/validate.js';
 import { UserError } from '../errors.js';
 import type { XdpAttachMode } from '../libbpf.js';
+import { runDir } from '../paths.js';
 import { backendKey } from '../plan.js';
 import { applyServices } from '../runtime/load.js';
 import { probeNeighbours, readNeighbours } from '../runtime/neigh.js';
@@ -112,6 +113,7 @@ export class Daemon {
   private watcher: fs.FSWatcher | undefined;
   private server: MetricsServer | undefined;
   private stopping = false;
+  private claimed = false;
   private stopped!: Promise<void>;
   private resolveStopped!: () => void;
   private readonly signalHandlers: Array<[NodeJS.Signals, () => void]> = [];
@@ -157,6 +159,7 @@ export class Daemon {
       }
       const config = parseServicesText(text, o.file);
       const raw = JSON.parse(stripBom(text)) as unknown;
+      this.claimInterface();
       if (o.metrics) this.server = await MetricsServer.listen(o.metrics, { metrics: () => this.renderMetrics(), unhealthy: () => this.unhealthy() });
 
       // what an earlier daemon or `load` left: the verdicts to start from, the MACs it used
@@ -215,7 +218,55 @@ export class Daemon {
     await this.server?.close();
     this.server = undefined;
     await this.chain; // an apply in flight completes: the data plane and the state stay whole
+    this.releaseInterface();
     for (const [sig, fn] of this.signalHandlers.splice(0)) process.off(sig, fn);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // one daemon per interface: two would fight over the tables
+
+  private get pidFile(): string {
+    return path.join(runDir(this.opts.iface), 'daemon.pid');
+  }
+
+  /** Whether `pid` is a running `xdpvs daemon` (a stale file after SIGKILL names a dead one). */
+  private static isDaemon(pid: number): boolean {
+    try {
+      const args = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      return args.includes('daemon') && args.some((a) => path.basename(a) === 'xdpvs');
+    } catch {
+      return false;
+    }
+  }
+
+  private claimInterface(): void {
+    fs.mkdirSync(runDir(this.opts.iface), { recursive: true });
+    for (let attempt = 0; ; attempt++) {
+      try {
+        fs.writeFileSync(this.pidFile, `${process.pid}\n`, { flag: 'wx' });
+        this.claimed = true;
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err;
+      }
+      const pid = Number(fs.readFileSync(this.pidFile, 'utf8').trim());
+      if (pid > 0 && pid !== process.pid && Daemon.isDaemon(pid)) {
+        throw new UserError(`a daemon already runs for ${this.opts.iface} (pid ${pid})`, [
+          `two daemons would undo each other's verdicts: stop that one first (kill ${pid}, or systemctl stop xdpvs)`,
+        ]);
+      }
+      fs.rmSync(this.pidFile, { force: true }); // left by a daemon that is gone
+    }
+  }
+
+  private releaseInterface(): void {
+    if (!this.claimed) return;
+    this.claimed = false;
+    try {
+      if (Number(fs.readFileSync(this.pidFile, 'utf8').trim()) === process.pid) fs.rmSync(this.pidFile);
+    } catch {
+      // removed with the state (unload)
+    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -307,10 +358,13 @@ export class Daemon {
   // -------------------------------------------------------------------------------------------
   // applying
 
-  /** Jobs that touch the data plane run one at a time, in order. */
-  private enqueue<T>(job: () => Promise<T>): Promise<T> {
-    const run = this.chain.then(job);
-    this.chain = run.catch((err: unknown) => this.log.error('internal-error', errorFields(err)));
+  /** Jobs that touch the data plane run one at a time, in order. The promise never rejects. */
+  private enqueue(job: () => Promise<unknown>): Promise<void> {
+    const run = this.chain.then(job).then(
+      () => undefined,
+      (err: unknown) => this.log.error('internal-error', errorFields(err)),
+    );
+    this.chain = run;
     return run;
   }
 
@@ -472,8 +526,13 @@ export class Daemon {
       this.reloadFailed(trigger, `${this.opts.file}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
       return;
     }
-    // a change event for what runs, or for what was just rejected: nothing new
-    if (trigger === 'file' && (text === this.text || text === this.rejectedText)) return;
+    if (trigger === 'file' && text === this.text) {
+      // back to what runs (after an invalid edit, say): nothing to apply, nothing wrong any more
+      this.rejectedText = undefined;
+      this.stats.lastReloadSuccessful = true;
+      return;
+    }
+    if (trigger === 'file' && text === this.rejectedText) return; // rejected already
     let config: ServicesConfig;
     let raw: unknown;
     try {

@@ -219,9 +219,14 @@ export class Checker {
     if (!this.running) return;
     const from = this.state.verdict;
     const to = this.state.record(result.ok);
-    this.hooks.onResult(result);
-    if (to !== undefined) this.hooks.onChange(from, to, result, to === 'up' ? this.state.successes : this.state.failures);
-    if (!this.running) return;
-    this.timer = setTimeout(() => void this.tick(), Math.max(0, started + this.intervalMs - Date.now()));
+    try {
+      this.hooks.onResult(result);
+      if (to !== undefined) this.hooks.onChange(from, to, result, to === 'up' ? this.state.successes : this.state.failures);
+    } catch (err) {
+      process.stderr.write(`xdpvs: internal error in a health check's hook: ${(err as Error)?.stack ?? String(err)}\n`);
+    } finally {
+      // whatever a hook does, the next probe comes
+      if (this.running) this.timer = setTimeout(() => void this.tick(), Math.max(0, started + this.intervalMs - Date.now()));
+    }
   }
 }
