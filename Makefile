@@ -3,6 +3,8 @@
 SHELL := /bin/bash
 APT_PACKAGES := clang llvm libbpf1 libbpf-dev bpftool iproute2 ethtool tcpdump util-linux
 DEPS_STAMP := node_modules/.xdpvs-deps
+# what `make bench` adds: the load generator and the user-space balancer it compares with
+BENCH_PACKAGES := wrk haproxy
 
 .PHONY: deps build test demo bench install clean
 
@@ -27,6 +29,11 @@ demo: build
 	node dist/lab/demo.js
 
 bench: build
+	@missing=$$(for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages for the benchmarks: $$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
 	node dist/bench/main.js
 
 install: build
