@@ -524,4 +524,28 @@ t.test('the daemon in a namespace', { skip }, async (t) => {
     t.same(await daemon.exit, { code: 0, signal: null }, 'SIGINT: exit 0 too');
     t.match(ns.ip('link', 'show', 'dev', IFACE).stdout, new RegExp(`prog/xdp id ${programId} `), 'still attached');
   });
+
+  await t.test('unloaded under a running daemon: verdicts do not put it back, SIGHUP does', async (t) => {
+    await startDaemon();
+    let n = daemon.events().length;
+    const unload = ns.xdpvs(['unload', '-i', IFACE]);
+    t.equal(unload.status, 0, `unload: ${unload.stderr}`);
+    await stopBackend('10.77.0.12');
+    await eventAfter(n, 'web/10.77.0.12 down', (e) => e.event === 'backend-down' && e.service === 'web' && e.backend === '10.77.0.12');
+    const gone = await eventAfter(n, 'program-gone', (e) => e.event === 'program-gone');
+    t.match(gone, { level: 'error', reason: /state is gone/ });
+    await sleep(500);
+    t.notMatch(ns.ip('link', 'show', 'dev', IFACE).stdout, /prog\/xdp/, 'nothing attached');
+    t.equal(fetchText('/healthz').status, 503, '/healthz: 503');
+    n = daemon.events().length;
+    daemon.child.kill('SIGHUP');
+    const reloaded = await eventAfter(n, 'the reload', (e) => e.event === 'reloaded');
+    t.match(reloaded, { trigger: 'SIGHUP' });
+    t.match(ns.ip('link', 'show', 'dev', IFACE).stdout, /prog\/xdp id \d+ /, 'attached again');
+    t.equal(stateOf('web', '10.77.0.12'), 'down', 'with the verdicts');
+    t.ok(fs.existsSync(path.join(ns.runRoot, IFACE, 'daemon.pid')), 'and its pid file');
+    t.equal(fetchText('/healthz').status, 200, '/healthz: 200');
+    daemon.child.kill('SIGTERM');
+    t.same(await daemon.exit, { code: 0, signal: null }, 'exit 0');
+  });
 });

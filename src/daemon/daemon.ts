@@ -114,6 +114,8 @@ export class Daemon {
   private server: MetricsServer | undefined;
   private stopping = false;
   private claimed = false;
+  /** the program was taken off by someone else: health changes are not applied */
+  private gone = false;
   private stopped!: Promise<void>;
   private resolveStopped!: () => void;
   private readonly signalHandlers: Array<[NodeJS.Signals, () => void]> = [];
@@ -387,6 +389,16 @@ export class Daemon {
    * for health and MAC changes tried again after --retry-interval.
    */
   private async applyConfig(config: ServicesConfig, raw: unknown, watches: Map<string, Watch>, why: ApplyWhy): Promise<{ progId: number; replaced: boolean; reloaded: boolean }> {
+    if (why === 'health' || why === 'mac' || why === 'retry') {
+      // taken off by someone (`xdpvs unload`, `ip link set ... xdp off`): not put back behind their back
+      const state = readState(this.opts.iface);
+      const gone = !state ? 'the state is gone (xdpvs unload?)' : !isAttached(state) ? `program ${state.progId} is no longer attached` : undefined;
+      if (gone) {
+        if (!this.gone) this.log.error('program-gone', { interface: this.opts.iface, reason: gone, note: 'verdicts are not applied until a reload (SIGHUP) puts the services back' });
+        this.gone = true;
+        return { progId: 0, replaced: false, reloaded: false };
+      }
+    }
     const { filled, macs, unresolved } = await this.resolveMacs(config);
     const health: Record<string, Verdict> = {};
     for (const [key, w] of watches) health[key] = unresolved.has(key) ? 'down' : (w.checker?.verdict ?? 'up');
@@ -406,6 +418,8 @@ export class Daemon {
     try {
       const r = await applyServices({ config: filled, raw, source: this.source, iface: this.opts.iface, mode: this.opts.mode, health });
       this.applied = { health, macs, unresolved };
+      this.gone = false;
+      if (this.claimed && !fs.existsSync(this.pidFile)) fs.writeFileSync(this.pidFile, `${process.pid}\n`); // after an unload
       for (const [k, mac] of Object.entries(macs)) if (!unresolved.has(k)) this.knownMacs[k] = mac;
       this.stats.applies.success++;
       this.stats.lastApplySuccess = Date.now() / 1000;
