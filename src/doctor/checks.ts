@@ -215,7 +215,8 @@ export function probeReachedSegment(probe: ProbeResult): boolean {
 
 export function probeFindings(iface: string, probe: ProbeResult, backends: readonly BackendInfo[]): Finding[] {
   if (!probe.ran) {
-    return [warn('probe', `could not ask ${iface}'s segment who answers for the VIPs and backends: ${probe.reason}`, [
+    const verb = probe.reason.startsWith('skipped') ? 'did not ask' : 'could not ask';
+    return [warn('probe', `${verb} ${iface}'s segment who answers for the VIPs and backends: ${probe.reason}`, [
       'the checks below then rely on the director\'s neighbour table only, and cannot see other hosts answering for a VIP',
       `check by hand from another host on the segment: arping -I IF VIP (only the director's MAC may answer)`,
     ])];

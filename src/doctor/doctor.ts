@@ -53,6 +53,8 @@ export interface DoctorReport {
 export interface DoctorOptions {
   /** how long the segment probe listens for answers */
   listenMs?: number;
+  /** false: do not put a probe interface on the segment (--no-probe) */
+  probe?: boolean;
 }
 
 function attachedName(id: number): string | undefined {
@@ -173,7 +175,7 @@ export async function runDoctor(iface: string, o: DoctorOptions = {}): Promise<D
     ...vips.map((v) => ({ ip: v.address, family: v.family })),
     ...backends.filter((b) => !vips.some((v) => v.address === b.ip)).map((b) => ({ ip: b.ip, family: b.family })),
   ];
-  const probe = await probeSegment(iface, targets, o.listenMs);
+  const probe = o.probe === false ? { ran: false as const, reason: 'skipped (--no-probe)' } : await probeSegment(iface, targets, o.listenMs);
   const neighbours = neighbourTable(iface);
   findings.push(...probeFindings(iface, probe, backends));
   findings.push(...vipAnswerFindings({ iface, directorMac: link.address ?? '', vips, backends, probe }));

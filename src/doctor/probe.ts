@@ -167,7 +167,7 @@ export async function probeSegment(iface: string, targets: readonly ProbeTarget[
     const probeMac = link[0]?.address ?? '?';
 
     const filter = '(arp and arp[6:2] == 2) or (icmp6 and ip6[40] == 136)';
-    capture = spawn('nsenter', [`--net=${nsPath}`, 'timeout', '30', 'tcpdump', '-i', PROBE_IFACE, '-n', '-e', '-l', '--immediate-mode', filter], {
+    capture = spawn('nsenter', [`--net=${nsPath}`, 'timeout', '15', 'tcpdump', '-i', PROBE_IFACE, '-n', '-e', '-l', '--immediate-mode', filter], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     capture.on('error', () => undefined);
