@@ -253,6 +253,11 @@ t.test('doctor in the lab', { skip }, async (t) => {
     t.match(r.stdout, /^OK {4}eth0 is a veth; its peer sw-director in namespace .*-switch has a native XDP program/m);
     t.match(r.stdout, /^0 FAIL, 0 WARN, \d+ OK$/m);
     t.same(probeLeftovers(), [], 'no macvlan or tcpdump left behind');
+
+    const quiet = onDirector(['doctor', '-i', 'eth0', '--no-probe']);
+    t.equal(quiet.status, 0, '--no-probe: exit 0');
+    t.match(quiet.stdout, /^WARN {2}did not ask eth0's segment who answers for the VIPs and backends: skipped \(--no-probe\)$/m, '--no-probe: says what it did not check');
+    t.notMatch(quiet.stdout, /answers ARP for VIP/, '--no-probe: no verdict on who answers for the VIPs');
   });
 
   await t.test('rs1 with arp_ignore=0: doctor names its MAC for each IPv4 VIP', async (t) => {
