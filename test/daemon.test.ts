@@ -473,6 +473,18 @@ t.test('the daemon in a namespace', { skip }, async (t) => {
     writeServices(services(1));
     await eventAfter(n, 'the reload of the fixed file', (e) => e.event === 'reloaded');
     t.equal(backendOf(status(), 'web', '10.77.0.12').weight, 1);
+
+    // `xdpvs backend` writes the change into the file: the daemon reloads it and keeps it
+    n = daemon.events().length;
+    const drain = ns.xdpvs(['backend', 'drain', '-i', IFACE, 'web', '10.77.0.12']);
+    t.equal(drain.status, 0, `backend drain: ${drain.stderr}`);
+    t.match(await eventAfter(n, 'the reload of what backend wrote', (e) => e.event === 'reloaded'), { trigger: 'file' });
+    t.match(backendOf(status(), 'web', '10.77.0.12'), { weight: 0, state: 'draining' }, 'drained, and it stays so');
+    t.same(inTable('web'), ['10.77.0.11']);
+    n = daemon.events().length;
+    writeServices(services(1));
+    await eventAfter(n, 'the reload of the file as before', (e) => e.event === 'reloaded');
+    t.same(inTable('web'), ['10.77.0.11', '10.77.0.12']);
     n = daemon.events().length;
     daemon.child.kill('SIGHUP');
     t.match(await eventAfter(n, 'the reload on SIGHUP', (e) => e.event === 'reloaded'), { trigger: 'SIGHUP' }, 'SIGHUP reloads a valid file');
