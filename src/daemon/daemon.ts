@@ -85,6 +85,10 @@ const sameRecord = (a: Record<string, string>, b: Record<string, string>): boole
 
 const sha256 = (text: string): string => crypto.createHash('sha256').update(text).digest('hex');
 const stripBom = (text: string): string => (text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
+const readError = (file: string, err: unknown): string => {
+  const code = (err as NodeJS.ErrnoException).code;
+  return `${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory, expected a JSON file' : `cannot read: ${(err as Error).message}`}`;
+};
 const errorFields = (err: unknown) => ({
   error: (err as Error)?.message ?? String(err),
   details: err instanceof UserError && err.details.length > 0 ? err.details : undefined,
@@ -157,7 +161,7 @@ export class Daemon {
       try {
         text = fs.readFileSync(this.source, 'utf8');
       } catch (err) {
-        throw new UserError(`${o.file}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+        throw new UserError(readError(o.file, err));
       }
       const config = parseServicesText(text, o.file);
       const raw = JSON.parse(stripBom(text)) as unknown;
@@ -537,7 +541,7 @@ export class Daemon {
       text = fs.readFileSync(this.source, 'utf8');
     } catch (err) {
       if (trigger === 'file' && (err as NodeJS.ErrnoException).code === 'ENOENT') return; // mid-rename, or removed: nothing to load
-      this.reloadFailed(trigger, `${this.opts.file}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      this.reloadFailed(trigger, readError(this.opts.file, err));
       return;
     }
     if (trigger === 'file' && text === this.text) {
