@@ -8,7 +8,7 @@ import { readRing } from '../src/runtime/datapath.js';
 import { editServices, saveToFile } from '../src/runtime/backend.js';
 import { formatMacChange, macChanges } from '../src/runtime/macs.js';
 import { RING_BACKEND_MASK, RING_SIZES } from '../src/sched/ring.js';
-import { flowFrame, TCP_ACK, TCP_SYN } from '../src/net/frames.js';
+import { flowFrame, TCP_ACK, TCP_FIN, TCP_SYN } from '../src/net/frames.js';
 import { UserError } from '../src/errors.js';
 import { TestNetns } from './helpers/netns.js';
 
@@ -157,6 +157,10 @@ t.test('drain: no new flow goes to the backend, its established flows stay', (t)
   // flows that land on 10.77.0.12, started by a SYN through the pinned program
   for (let p = 20000; ports.length < 3 && p < 21000; p++) if (send(p, TCP_SYN) === drained) ports.push(p);
   t.equal(ports.length, 3, 'three flows started on 10.77.0.12');
+  // and one that started there and ended (the client's FIN): the client may reuse its port
+  let closed = 0;
+  for (let p = 21000; closed === 0 && p < 22000; p++) if (send(p, TCP_SYN) === drained) closed = p;
+  t.equal(send(closed, TCP_FIN | TCP_ACK), drained, 'a fourth flow started and ended on 10.77.0.12');
 
   const r = run('drain', 'web', '10.77.0.12', '-i', 'xva');
   t.equal(r.status, 0, r.stderr);
@@ -174,6 +178,12 @@ t.test('drain: no new flow goes to the backend, its established flows stay', (t)
   t.notOk(fresh.includes(drained), 'none of 300 new flows goes to it');
   t.same([...new Set(fresh)].sort(), [mac(11), mac(13), '02:00:00:00:00:14'], 'they go to the others');
   t.same(ports.map((p) => send(p, TCP_ACK)), ports.map(() => drained), 'and the established flows are still there');
+  // A SYN on the 5-tuple of the flow that ended is a new connection (the client reused its
+  // port, as Linux does seconds later), so it is scheduled afresh, as IPVS's conn_reuse_mode
+  // does, and its next packets follow it.
+  const reused = send(closed, TCP_SYN);
+  t.not(reused, drained, 'a new connection on the port of a closed flow does not go to the drained backend');
+  t.equal(send(closed, TCP_ACK), reused, 'and its next packet goes where its SYN went');
   t.end();
 });
 
