@@ -14,7 +14,8 @@
  * The sleep is not CPU time; the fixed CPU cost (about 0.4 ms) is measured with repeat = 2 and
  * subtracted. The kernel's own average (whole ns) is kept as a cross-check.
  */
-import { syntheticEndpoint, syntheticKind, syntheticServicesTotal, type SyntheticKind } from './synthetic.js';
+import { recordingEveryFlow, syntheticEndpoint, syntheticKind, syntheticServicesTotal, type SyntheticKind } from './synthetic.js';
+import { validateServices } from '../config/validate.js';
 import { buildUnattached, loadFilled, type BuiltProgram } from './datapath.js';
 import { cleanupObjects, loadFloors, loadFreshFlow, type Floors, type FreshFlow } from './floors.js';
 import { stat, median, type Stat } from './stats.js';
@@ -243,7 +244,9 @@ function flowOf(f: FlowFrame): Parameters<typeof encodeFlow>[0] {
 
 function buildAndLoad(size: Size, first: number): Loaded & { buildMs: number; loadMs: number } {
   const t0 = Date.now();
-  const built = buildUnattached(syntheticServicesTotal(size.services, size.backends, { first }), { source: `bench-${size.services}x${size.backends}.json` });
+  const source = `bench-${size.services}x${size.backends}.json`;
+  const doc = recordingEveryFlow(syntheticServicesTotal(size.services, size.backends, { first }), (raw) => validateServices(raw, source));
+  const built = buildUnattached(doc, { source });
   const t1 = Date.now();
   try {
     const dp = loadFilled(built);

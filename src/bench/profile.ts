@@ -25,12 +25,12 @@ import { validateServices } from '../config/validate.js';
 import { planProgram } from '../plan.js';
 import { bpfDir } from '../paths.js';
 import { BpfMap, BpfObject, type BpfProgram } from '../libbpf.js';
-import { u32Key } from '../abi.js';
+import { sumU64, TOTALS, u32Key } from '../abi.js';
 import { flowFrame, synOptions, TCP_ACK, TCP_SYN } from '../net/frames.js';
 import { loadFilled } from './datapath.js';
 import { loadFloors, loadFreshFlow, type Floors, type FreshFlow } from './floors.js';
 import { measureInterleaved, subject, type Subject } from './dataplane.js';
-import { syntheticEndpoint, syntheticServicesTotal } from './synthetic.js';
+import { recordingEveryFlow, syntheticEndpoint, syntheticServicesTotal } from './synthetic.js';
 import { median } from './stats.js';
 import type { Datapath } from '../runtime/datapath.js';
 
@@ -40,6 +40,8 @@ export interface ProfileRow {
   ns?: number;
   /** BPF instructions of the program after the verifier (xlated) */
   insns?: number;
+  /** the share of new flows recorded in the connection table (first SYN rows) */
+  recorded?: number;
   unavailable?: string;
 }
 
@@ -326,14 +328,17 @@ export async function runProfile(o: { repeat: number; rounds: number; log?: (l: 
     const newFlow: ProfileRow[] = [
       { id: 'syn_big', label: `first SYN, connection table of ${plan.connTableSize.toLocaleString('en-US')} entries` },
       { id: 'syn_small', label: 'first SYN, connection table of 65,536 entries' },
+      { id: 'syn_flood', label: `first SYN, ${plan.connTableSize.toLocaleString('en-US')} entries, the default connRecordRate (a SYN flood)` },
     ];
+    const synDatapath = new Map<string, Datapath>();
     const passHarness = loadFreshFlow(floors.pass);
     harnesses.push(passHarness);
     subjects.push(subject('harness', passHarness.program, est));
     for (const row of newFlow) {
       try {
         const small = row.id === 'syn_small';
-        const cfg = small ? { ...raw, connTableSize: 65536 } : raw;
+        const sized = small ? { ...raw, connTableSize: 65536 } : raw;
+        const cfg = row.id === 'syn_flood' ? sized : recordingEveryFlow(sized, (x) => validateServices(x, 'profile.json'));
         const v = validateServices(cfg, 'profile.json');
         const p = planProgram(v, 'profile.json').plan;
         const d = path.join(dir, row.id);
@@ -341,6 +346,7 @@ export async function runProfile(o: { repeat: number; rounds: number; log?: (l: 
         fs.writeFileSync(path.join(d, 'xdpvs.c'), generateProgram(p));
         const dp = loadFilled({ objectPath: compileProgram(path.join(d, 'xdpvs.c')), plan: p });
         datapaths.push(dp);
+        synDatapath.set(row.id, dp);
         const h = loadFreshFlow(dp.program);
         harnesses.push(h);
         const s = subject(row.id, h.program, syn);
@@ -361,6 +367,13 @@ export async function runProfile(o: { repeat: number; rounds: number; log?: (l: 
     const ns = new Map(subjects.map((s) => [s.name, median(s.samplesNs)]));
     const harnessNs = ns.get('harness')! - ns.get('pass')!;
     for (const [id, row] of rows) row.ns = ns.get(id)! - (id.startsWith('syn_') ? harnessNs : 0);
+    const unrecordedReason = (TOTALS as Record<string, number>).unrecorded;
+    for (const row of newFlow) {
+      const dp = synDatapath.get(row.id);
+      if (!dp) continue;
+      const unrecorded = unrecordedReason === undefined ? 0 : sumU64(dp.maps.totals.lookupPerCpu(u32Key(unrecordedReason)) ?? []);
+      row.recorded = Math.max(0, 1 - unrecorded / (o.rounds * o.repeat));
+    }
     const whole = dpOf.get('whole');
     return {
       floors: { pass: ns.get('pass')!, macSwap: ns.get('macSwap')! },

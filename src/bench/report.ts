@@ -176,11 +176,48 @@ function dataplaneObservations(d: DataplaneResult): string[] {
   return out;
 }
 
+/** The run's main findings, from its figures. */
+function inShort(d: DataplaneResult, p: ProfileResult | undefined, e: E2eResult | undefined): string[] {
+  const out: string[] = [];
+  const est = d.sizes.map((s) => s.cases.est4);
+  const estNs = median(est.map((x) => x.ns.median));
+  const estRatio = median(est.map((x) => x.ratioMacSwap));
+  const row = (rows: ProfileRow[] | undefined, id: string) => rows?.find((r) => r.id === id)?.ns;
+  const whole = row(p?.cuts, 'whole');
+  const ports16 = row(p?.cuts, 'ports16');
+  const l5 = row(p?.ladder, 'l5_count');
+  let line = `- An established TCP packet costs about ${fixed(estNs, 0)} ns, ${ratio(estRatio)} the MAC-swap floor: the design's 2× is ${estRatio <= 2 ? 'met' : 'missed'}.`;
+  if (p && whole !== undefined && ports16 !== undefined && whole - ports16 > 1.5) {
+    line += ` The largest single cost found is a store-forwarding stall in the flow hash (${fixed(whole - ports16, 1)} ns; a one-line fix in \`bpf/hash.h\` takes the path to ${ratio(ports16 / p.floors.macSwap)}).`;
+  }
+  if (p && l5 !== undefined) line += ` A minimal forwarder on the same parser and hash is ${ratio(l5 / p.floors.macSwap)}: parsing every header and hashing the 5-tuple already cost more than the floor itself.`;
+  out.push(line);
+  const nv = d.sizes.map((s) => s.cases.notVip);
+  const l0 = row(p?.ladder, 'l0_dst');
+  out.push(
+    `- A frame not for a VIP costs ${ratio(Math.min(...nv.map((x) => x.ratioPass)))} to ${ratio(Math.max(...nv.map((x) => x.ratioPass)))} XDP_PASS (target 1.3×), growing with the number of VIPs` +
+      (p && l0 !== undefined ? `; checking the destination before validating the rest of the headers costs ${ratio(l0 / p.floors.pass)}.` : '.'),
+  );
+  const flat = flatness(d, ['est4']);
+  if (flat.length > 0) out.push(`- The established path is ${flat.every((f) => f.spread <= FLAT_WITHIN) ? 'flat' : 'not flat'} from 1 to 10,000 services (spread ${flat.map((f) => `${(f.spread * 100).toFixed(0)}%`).join(', ')}); a new flow costs ${fixed(Math.min(...d.sizes.map((s) => s.cases.synFirst.ns.median)), 0)}–${fixed(Math.max(...d.sizes.map((s) => s.cases.synFirst.ns.median)), 0)} ns, most of it cache misses in the million-entry connection table.`);
+  if (e && e.cells.length > 0) {
+    const c = (t: string, m: string) => e.cells.find((x) => x.target === t && x.mode === m);
+    const parts = (['short', 'long', 'bulk'] as const).map((m) => {
+      const x = c('xdpvs', m);
+      const h = c('haproxy', m);
+      const dr = c('direct', m);
+      return x && h && dr ? `${m} ${ratio(x.requestsPerSec / dr.requestsPerSec)} (HAProxy ${ratio(h.requestsPerSec / dr.requestsPerSec)})` : '';
+    }).filter(Boolean);
+    if (parts.length > 0) out.push(`- End to end in the lab, through xdpvs relative to one real server directly: ${parts.join(', ')}.`);
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // profile
 
 function profileRows(rows: ProfileRow[], pass: number): string[][] {
-  return rows.map((r) => [r.label, r.unavailable ? `unavailable: ${r.unavailable}` : fixed(r.ns, 1), r.ns !== undefined ? ratio(r.ns / pass) : '', r.insns !== undefined ? String(r.insns) : '']);
+  return rows.map((r) => [r.recorded === undefined ? r.label : `${r.label}: ${(r.recorded * 100).toFixed(0)}% recorded`, r.unavailable ? `unavailable: ${r.unavailable}` : fixed(r.ns, 1), r.ns !== undefined ? ratio(r.ns / pass) : '', r.insns !== undefined ? String(r.insns) : '']);
 }
 
 function profileText(p: ProfileResult, d: DataplaneResult | undefined): string[] {
@@ -239,6 +276,16 @@ function profileText(p: ProfileResult, d: DataplaneResult | undefined): string[]
         `over 100 MiB, far beyond the caches), not code. Every new flow writes one entry at a random place in the table, and once ` +
         `the table is full the LRU also has to find an entry to evict. A SYN of a flow already recorded (the “SYN, repeated” case) ` +
         `finds its entry in cache and costs what a lookup, the coarse clock and the counters cost.`,
+    );
+  }
+  const flood = p.newFlow.find((r) => r.id === 'syn_flood');
+  if (def(flood?.ns, big) && flood?.recorded !== undefined) {
+    lines.push(
+      flood.recorded < 0.95
+        ? `- **SYN flood.** With the default \`connRecordRate\` a run of first SYNs as fast as the test run sends them goes well past the budget of ` +
+            `new records per second: ${(flood.recorded * 100).toFixed(0)}% were recorded and a first SYN cost ${fixed(flood.ns, 0)} ns (against ${fixed(big, 0)} ns ` +
+            'when every one is recorded). The rest are forwarded all the same without a record, so a flood cannot push recorded flows out of the table faster than the budget.'
+        : `- With the default \`connRecordRate\` the runs of first SYNs stayed within the budget's burst here (${(flood.recorded * 100).toFixed(0)}% recorded, ${fixed(flood.ns, 0)} ns): too few packets per run to meet the limit.`,
     );
   }
   lines.push(`- \`bpftool prog profile\` (hardware counters): ${p.bpftoolProfile.replace(/\n/g, ' ')}; no PMU is exposed to this VM either (no \`cpu\` event source), and Debian's bpftool cannot disassemble JITed code (no libbfd), so the instruction counts above are of the program after the verifier (\`bpftool prog dump xlated\`).`);
@@ -356,6 +403,8 @@ export function renderMarkdown(run: BenchRun, chartFile: string | undefined): st
 
   if (run.dataplane) {
     const d = run.dataplane;
+    const short = inShort(d, run.profile, run.e2e);
+    if (short.length > 0) out.push('', '## In short', '', ...short);
     out.push('', '## The design\'s targets', '');
     out.push(markdownTable(['target', 'figure', ''], ['l', 'l', 'l'], summaryRows(d)));
     out.push('', `“Flat” here means within ${FLAT_WITHIN * 100}% from the fewest to the most services at the same number of backends.`);
@@ -389,9 +438,10 @@ export function renderMarkdown(run: BenchRun, chartFile: string | undefined): st
     out.push('- *SYN, repeated*: the same SYN again and again. After the first packet the flow is in the connection table, so this measures a SYN that hits its recorded entry (a lookup, the coarse clock, the counters) — a retransmitted SYN, not a new flow.');
     const recorded = d.sizes.map((s) => s.synFirstRecorded);
     out.push('- *First SYN*: a true new flow every packet — the harness makes each SYN come from an address never seen before (each run starts where the last one ended), so every packet is scheduled and recorded in the connection table, which fills up and then evicts its least recently used entries. ' +
+      'The bench sets `connRecordRate` to its maximum, so that the data path records every new flow rather than only its budget per second (the profile below shows what the default does to a flood). ' +
       (recorded.every((x) => x > 0.99)
         ? 'Every one of them was recorded.'
-        : `Share actually recorded (the data path limits how fast new flows are recorded; the rest are forwarded unrecorded): ${recorded.map((x) => `${(x * 100).toFixed(0)}%`).join(', ')}.`));
+        : `Share actually recorded: ${recorded.map((x) => `${(x * 100).toFixed(0)}%`).join(', ')}.`));
     out.push('- *UDP*: a datagram of a flow already recorded: every datagram consults the connection table (UDP has no handshake to mark a start).');
     out.push('- *Not for a VIP*: a TCP frame to an address in the VIPs\' range that is no VIP; passed to the kernel.');
     const obs = dataplaneObservations(d);
@@ -446,6 +496,14 @@ export function renderMarkdown(run: BenchRun, chartFile: string | undefined): st
     out.push('', `Everything — wrk, the director's XDP and HAProxy, three real servers' Node.js processes, the bridge — shares this machine's ${m.cpus} CPUs, ` +
       'so these figures compare the paths under the same load rather than show what the director alone could carry. ' +
       'A direct path is the ceiling of what one real server gives; xdpvs and HAProxy spread over three but add a hop.');
+    const cell = (target: string, mode: string) => e.cells.find((c) => c.target === target && c.mode === mode);
+    const bx = cell('xdpvs', 'bulk');
+    const bh = cell('haproxy', 'bulk');
+    if (bx && bh && bh.bytesPerSec > 0) {
+      out.push('', `In bulk, xdpvs carried ${(bx.bytesPerSec / bh.bytesPerSec).toFixed(1)}× what HAProxy did (${bytes(bx.bytesPerSec)}/s against ${bytes(bh.bytesPerSec)}/s): ` +
+        'in direct routing the answers go from the real servers straight to the client and the director only sees the requests and ACKs, while a proxy ' +
+        'receives and sends every byte of every answer on the same CPUs that run everything else here.');
+    }
     if (e.xdpvsSpread) out.push('', `New connections the director counted per real server over the xdpvs runs (warm-up included): ${Object.entries(e.xdpvsSpread).map(([ip, n]) => `${ip} ${thousands(n)}`).join(', ')}.`);
     if (e.error) out.push('', `**The end-to-end part failed:** ${e.error}`);
   }
