@@ -56,7 +56,18 @@ const labExecArgv = (role: string, command: string[]) => [process.execPath, bin,
 const labExec = (role: string, command: string[]) => sh(labExecArgv(role, command));
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * Each run of traffic gets client ports no earlier run used. A SYN whose 5-tuple the director
+ * still has recorded (a closed flow is kept for the tcpFin timeout) goes to the recorded real
+ * server, even one held down since: a reused port would reach rs2 while it is down. That is the
+ * data plane's rule for recorded flows, not what these tests are about.
+ */
+let nextPorts = 20_000;
 function traffic(count: number): TrafficReport {
+  const range = `net.ipv4.ip_local_port_range=${nextPorts} ${nextPorts + 1999}`;
+  nextPorts += 2000;
+  const set = sh(['ip', 'netns', 'exec', topo.client.namespace, 'sysctl', '-qw', range]);
+  if (set.status !== 0) throw new Error(`sysctl ${range}: ${set.stderr}`);
   const r = labExec('client', [process.execPath, trafficJs, 'http', VIP, '--port', '80', '--count', String(count), '--concurrency', '4']);
   if (r.status !== 0) throw new Error(`traffic: exit ${r.status}: ${r.stderr}`);
   return JSON.parse(r.stdout) as TrafficReport;
@@ -335,7 +346,7 @@ t.test('the daemon in the lab', { skip }, async (t) => {
     await sleep(Math.max(0, stoppedAt + bound - Date.now()));
     const before = rs2Connections();
     const r = traffic(60);
-    t.equal(r.answered, 60, `60 new connections after ${bound} ms, all answered (${JSON.stringify(r.byServer)})`);
+    t.equal(r.answered, 60, `60 new connections after ${bound} ms, all answered (${JSON.stringify(r.byServer)}${r.failed > 0 ? `; ${JSON.stringify(r.results.filter((x) => x.error))}` : ''})`);
     t.same(Object.keys(r.byServer), ['rs1', 'rs3'], 'by rs1 and rs3 only');
     t.equal(rs2Connections(), before, 'the director scheduled no new connection to rs2');
     const status = JSON.parse(labExec('director', [process.execPath, bin, 'status', '-i', 'eth0', '--json']).stdout) as { services: Array<{ backends: Array<{ ip: string; state: string; weight: number }> }> };
