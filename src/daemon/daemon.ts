@@ -173,14 +173,19 @@ export class Daemon {
       this.knownMacs = { ...(previous?.macs ?? {}) };
       const adopted = previous?.health ?? {};
       const next = this.planWatches(config, (key) => adopted[key]);
-      const result = await this.applyConfig(config, raw, next, 'start');
+      const starting = this.applyConfig(config, raw, next, 'start');
+      this.chain = starting.then(
+        () => undefined,
+        () => undefined,
+      ); // a stop meanwhile waits for it
+      const result = await starting;
       this.config = config;
       this.raw = raw;
       this.text = text;
       this.stats.configSha256 = sha256(text);
       this.swapWatches(next);
       const down = Object.entries(this.applied!.health).filter(([, v]) => v === 'down').map(([k]) => k);
-      this.log.info('started', {
+      if (!this.stopping) this.log.info('started', {
         interface: o.iface,
         program: result.progId,
         action: !result.replaced ? 'loaded' : result.reloaded ? 'replaced the running program' : 'adopted the running program (same program: tables swapped, traffic undisturbed)',
