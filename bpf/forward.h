@@ -223,6 +223,15 @@ __noinline int xdpvs_forward(struct xdp_md *ctx, struct xdpvs_packet *pkt, __u32
 		now = bpf_ktime_get_coarse_ns();
 		struct xdpvs_conn *conn = bpf_map_lookup_elem(&conns, &pkt->flow);
 
+		/*
+		 * A SYN on the 5-tuple of a flow that closed (FIN/RST seen) is a new connection that
+		 * reuses the client's port: it is scheduled afresh (as IPVS's conn_reuse_mode), and the
+		 * old entry goes, so its later packets cannot follow the old flow's backend either.
+		 */
+		if (conn && conn->flags & XDPVS_CONN_CLOSING && pkt->flow.proto == IPPROTO_TCP && xdpvs_starts_flow(pkt)) {
+			bpf_map_delete_elem(&conns, &pkt->flow);
+			conn = NULL;
+		}
 		if (conn && now - conn->last_seen_ns <= xdpvs_timeout_ns(&pkt->flow, conn->flags))
 			be = xdpvs_backend_of(svc, conn->backend);
 		if (be) {
