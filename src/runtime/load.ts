@@ -13,6 +13,7 @@ import { compileProgram } from '../codegen/clang.js';
 import { currentRing, installRings, loadDatapath, markChanges, settleConnections, writeBackends, type Datapath } from './datapath.js';
 import { readNeighbours, probeNeighbours } from './neigh.js';
 import { readState, writeState, type LoadedState } from './state.js';
+import { withApplyLock } from './lock.js';
 
 export interface LoadRequest {
   file: string;
@@ -154,7 +155,11 @@ const readText = (file: string): string | undefined => {
  * running program atomically. Everything that can fail runs before the switch; if anything
  * fails, the running program, its maps, its pins and its state are as they were.
  */
-export async function applyServices(req: ApplyRequest): Promise<LoadResult> {
+export function applyServices(req: ApplyRequest): Promise<LoadResult> {
+  return withApplyLock(req.iface, () => apply(req));
+}
+
+async function apply(req: ApplyRequest): Promise<LoadResult> {
   const ifindex = ifindexOf(req.iface);
   const previous = readState(req.iface);
   const attached = xdpQuery(ifindex);
