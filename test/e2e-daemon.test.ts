@@ -57,10 +57,9 @@ const labExec = (role: string, command: string[]) => sh(labExecArgv(role, comman
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * Each run of traffic gets client ports no earlier run used. A SYN whose 5-tuple the director
- * still has recorded (a closed flow is kept for the tcpFin timeout) goes to the recorded real
- * server, even one held down since: a reused port would reach rs2 while it is down. That is the
- * data plane's rule for recorded flows, not what these tests are about.
+ * Each run of traffic gets client ports no earlier run used, so every connection is a new flow to
+ * the director whatever its rules for a SYN on a 5-tuple it still has recorded: these tests are
+ * about health checks, not about port reuse.
  */
 let nextPorts = 20_000;
 function traffic(count: number): TrafficReport {
