@@ -7,6 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { CASES, FLOOR_LABELS, type CaseId, type DataplaneResult, type SizeResult } from './dataplane.js';
 import type { ProfileResult, ProfileRow } from './profile.js';
 import type { ControlResult } from './control.js';
@@ -22,6 +23,8 @@ export interface Machine {
   node: string;
   clang: string;
   virtualization: string;
+  /** the commit measured, and whether the tree had changes beyond it */
+  source: string;
 }
 
 export interface BenchRun {
@@ -43,6 +46,9 @@ export function machineInfo(): Machine {
   const clang = spawnSync('clang', ['--version'], { encoding: 'utf8' }).stdout?.split('\n')[0]?.trim() ?? 'unknown';
   const virt = spawnSync('systemd-detect-virt', [], { encoding: 'utf8' });
   const hypervisor = /^flags\s*:.*\bhypervisor\b/m.test(cpuinfo);
+  const repo = fileURLToPath(new URL('../../', import.meta.url));
+  const head = spawnSync('git', ['-C', repo, 'log', '-1', '--format=%h %s'], { encoding: 'utf8' });
+  const dirty = spawnSync('git', ['-C', repo, 'status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' });
   return {
     cpu: model,
     cpus: os.cpus().length,
@@ -55,6 +61,10 @@ export function machineInfo(): Machine {
       hypervisor ? 'a virtual machine (the CPU has the hypervisor flag)' : '',
       virt.status === 0 && virt.stdout.trim() !== 'none' ? `systemd-detect-virt: ${virt.stdout.trim()}` : '',
     ].filter(Boolean).join('; ') || 'none detected',
+    source:
+      head.status === 0
+        ? `commit ${head.stdout.trim().split(' ')[0]}${dirty.stdout.trim() ? ' with uncommitted changes' : ''}`
+        : 'not a git checkout',
   };
 }
 
@@ -396,6 +406,7 @@ export function renderMarkdown(run: BenchRun, chartFile: string | undefined): st
     ['kernel', m.kernel],
     ['virtualization', m.virtualization],
     ['toolchain', `Node.js ${m.node}, ${m.clang}`],
+    ['xdpvs', m.source],
     ['bench time', Object.entries(run.durations).map(([k, v]) => `${k} ${seconds(v)}`).join(', ')],
   ]));
   out.push('');
