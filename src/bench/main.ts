@@ -7,6 +7,8 @@
  *   BENCH_PARTS=dataplane,profile,control,e2e   only these parts (default: all)
  *   BENCH_DOC=path                           where to write the Markdown (default docs/benchmarks.md;
  *                                            "-" writes nothing)
+ *   BENCH_RENDER=build/bench/last-run.json   measure nothing: write the document again from a
+ *                                            saved run (after a change to the report's text)
  *
  * Progress goes to stderr, the tables to stdout, every raw figure to build/bench/last-run.json. Exit status 0 when every part ran, 1 otherwise
  * (the document is written all the same, saying what failed).
@@ -43,10 +45,31 @@ function selectedParts(): Part[] {
   return asked as Part[];
 }
 
+/** docs/benchmarks.md (or BENCH_DOC) and the chart beside it. */
+function writeDocuments(run: BenchRun): void {
+  const docTarget = process.env.BENCH_DOC ?? path.join(REPO_ROOT, 'docs', 'benchmarks.md');
+  if (docTarget !== '-') {
+    const docDir = path.dirname(docTarget);
+    fs.mkdirSync(docDir, { recursive: true });
+    let chart: string | undefined;
+    if (run.dataplane && run.dataplane.sizes.length > 0) {
+      chart = 'bench-dataplane.svg';
+      fs.writeFileSync(path.join(docDir, chart), dataplaneSvg(run.dataplane, `xdpvs data plane, ns per packet — ${run.machine.cpu}, ${run.machine.kernel}`));
+    }
+    fs.writeFileSync(docTarget, renderMarkdown(run, chart));
+    log(`wrote ${path.relative(process.cwd(), docTarget)}${chart ? ` and ${path.relative(process.cwd(), path.join(docDir, chart))}` : ''} (${Math.round(run.durations.total / 1000)} s)`);
+  }
+}
+
 async function main(): Promise<number> {
   if (process.getuid?.() !== 0) {
     log('bench: needs root (BPF, network namespaces, XDP); run it as root: sudo make bench');
     return 1;
+  }
+  if (process.env.BENCH_RENDER) {
+    const saved = JSON.parse(fs.readFileSync(process.env.BENCH_RENDER, 'utf8')) as BenchRun;
+    writeDocuments(saved);
+    return 0;
   }
   const parts = selectedParts();
   const run: BenchRun = { machine: machineInfo(), quick, failures: {}, durations: {} };
@@ -82,18 +105,7 @@ async function main(): Promise<number> {
   const raw = path.join(REPO_ROOT, 'build', 'bench', 'last-run.json');
   fs.mkdirSync(path.dirname(raw), { recursive: true });
   fs.writeFileSync(raw, `${JSON.stringify(run, null, 1)}\n`);
-  const docTarget = process.env.BENCH_DOC ?? path.join(REPO_ROOT, 'docs', 'benchmarks.md');
-  if (docTarget !== '-') {
-    const docDir = path.dirname(docTarget);
-    fs.mkdirSync(docDir, { recursive: true });
-    let chart: string | undefined;
-    if (run.dataplane && run.dataplane.sizes.length > 0) {
-      chart = 'bench-dataplane.svg';
-      fs.writeFileSync(path.join(docDir, chart), dataplaneSvg(run.dataplane, `xdpvs data plane, ns per packet — ${run.machine.cpu}, ${run.machine.kernel}`));
-    }
-    fs.writeFileSync(docTarget, renderMarkdown(run, chart));
-    log(`wrote ${path.relative(process.cwd(), docTarget)}${chart ? ` and ${path.relative(process.cwd(), path.join(docDir, chart))}` : ''} (${Math.round(run.durations.total / 1000)} s)`);
-  }
+  writeDocuments(run);
   return Object.keys(run.failures).length > 0 ? 1 : 0;
 }
 

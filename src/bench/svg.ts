@@ -68,12 +68,12 @@ export function dataplaneSvg(r: DataplaneResult, title: string): string {
     lines.push({ color, dash, label });
   };
   const all = CASES.length;
-  hline(floorPass, '#333', '2 2', `XDP_PASS floor ${floorPass.toFixed(1)} ns`, 0, all);
-  hline(floorSwap, '#333', '6 3', `MAC swap + XDP_TX floor ${floorSwap.toFixed(1)} ns`, 0, all);
+  hline(floorPass, '#333', '2 2', `floor: XDP_PASS ${floorPass.toFixed(1)} ns`, 0, all);
+  hline(floorSwap, '#333', '6 3', `floor: MAC swap ${floorSwap.toFixed(1)} ns`, 0, all);
   const targeted = (floor: 'pass' | 'macSwap') => CASES.map((c, i) => (c.target?.floor === floor ? i : -1)).filter((i) => i >= 0);
   for (const [floor, base, label] of [
-    ['macSwap', floorSwap, 'target: established within 2× the MAC swap'],
-    ['pass', floorPass, 'target: not for a VIP within 1.3× XDP_PASS'],
+    ['macSwap', floorSwap, 'target: established ≤ 2× MAC swap'],
+    ['pass', floorPass, 'target: not for a VIP ≤ 1.3× XDP_PASS'],
   ] as const) {
     const idx = targeted(floor);
     if (idx.length === 0) continue;
@@ -86,7 +86,7 @@ export function dataplaneSvg(r: DataplaneResult, title: string): string {
     const ly0 = height - 64;
     out.push(`<line x1="${lx}" x2="${lx + 24}" y1="${ly0 + 6}" y2="${ly0 + 6}" stroke="${l.color}" stroke-width="1.5" stroke-dasharray="${l.dash}"/>`);
     out.push(`<text x="${lx + 28}" y="${ly0 + 10}" fill="${l.color}" font-size="11">${esc(l.label)}</text>`);
-    lx += 40 + l.label.length * 6.1;
+    lx += 44 + l.label.length * 5.9;
   }
   const ly = height - 40;
   sizes.forEach((s, k) => {
