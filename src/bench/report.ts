@@ -346,7 +346,7 @@ function memoryRows(c: ControlResult): string[][] {
       first.type,
       ...sizes.map((s) => {
         const m = s.memory.maps.find((x) => x.name === name);
-        return m ? `${bytes(m.bytes)}${m.inner ? ` (${thousands(m.inner)} tables)` : ''}` : '—';
+        return m ? `${bytes(m.bytes)}${m.inner ? ` (${thousands(m.inner)} table${m.inner === 1 ? '' : 's'})` : ''}` : '—';
       }),
     ];
   });
