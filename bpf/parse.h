@@ -70,8 +70,11 @@ static __always_inline int xdpvs_parse_ports(struct xdpvs_packet *pkt, void *l4,
 	} else {
 		return XDPVS_NOT_IP;
 	}
-	pkt->flow.sport = ((struct udphdr *)l4)->source;
-	pkt->flow.dport = ((struct udphdr *)l4)->dest;
+	/*
+	 * Both ports in one 32-bit store: the flow hash reads them back as one word, and a load that
+	 * spans two narrower stores cannot be forwarded from the store buffer (it costs ~8 ns).
+	 */
+	*(__u32 *)&pkt->flow.sport = *(__u32 *)l4;
 	pkt->flow.proto = proto;
 	return XDPVS_PARSED;
 }
