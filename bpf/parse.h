@@ -48,6 +48,13 @@ enum xdpvs_parse {
 	XDPVS_NOT_IP = 1, /* or not parsable: pass to the kernel */
 };
 
+/*
+ * Whether a destination may be a VIP, from the address word the generated match switches on (an
+ * IPv4 address, an IPv6 address's last word). Defined by the generated program; a "no" is
+ * certain, so a frame for no VIP goes to the kernel before anything beyond its address is read.
+ */
+static __always_inline int xdpvs_maybe_vip(__u32 word);
+
 #define XDPVS_IP_MF 0x2000
 #define XDPVS_IP_OFFSET 0x1fff
 
@@ -120,8 +127,22 @@ static __always_inline int xdpvs_parse_icmp4_error(struct xdpvs_packet *pkt, str
 	return XDPVS_PARSED;
 }
 
-static __always_inline int xdpvs_parse_ipv4(struct xdpvs_packet *pkt, struct iphdr *ip, void *end)
+/*
+ * Starts the packet's record once its destination may be a VIP: a frame for no VIP is not worth
+ * clearing the record for (IPv4 flows leave three address words zero in the key, so it must be
+ * cleared whole).
+ */
+static __always_inline void xdpvs_packet_start(struct xdpvs_packet *pkt, __u32 len)
 {
+	__builtin_memset(pkt, 0, sizeof(*pkt));
+	pkt->len = len;
+}
+
+static __always_inline int xdpvs_parse_ipv4(struct xdpvs_packet *pkt, struct iphdr *ip, void *end, __u32 len)
+{
+	if ((void *)(ip + 1) > end || !xdpvs_maybe_vip(ip->daddr))
+		return XDPVS_NOT_IP;
+	xdpvs_packet_start(pkt, len);
 	void *l4 = xdpvs_parse_ipv4_header(ip, end);
 
 	if (!l4 || bpf_ntohs(ip->tot_len) < ip->ihl * 4 || (void *)ip + bpf_ntohs(ip->tot_len) > end)
@@ -172,11 +193,12 @@ static __always_inline int xdpvs_parse_icmp6_error(struct xdpvs_packet *pkt, str
  * IPv6 extension headers other than a fragment header are not walked: such packets go to the
  * kernel. A fragment header marks the packet as a fragment.
  */
-static __always_inline int xdpvs_parse_ipv6(struct xdpvs_packet *pkt, struct ipv6hdr *ip6, void *end)
+static __always_inline int xdpvs_parse_ipv6(struct xdpvs_packet *pkt, struct ipv6hdr *ip6, void *end, __u32 len)
 {
-	if ((void *)(ip6 + 1) > end || ip6->version != 6 ||
+	if ((void *)(ip6 + 1) > end || !xdpvs_maybe_vip(ip6->daddr.in6_u.u6_addr32[3]) || ip6->version != 6 ||
 	    (void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len) > end)
 		return XDPVS_NOT_IP;
+	xdpvs_packet_start(pkt, len);
 	pkt->flow.family = 6;
 	xdpvs_copy_ipv6(pkt->flow.saddr, &ip6->saddr);
 	xdpvs_copy_ipv6(pkt->flow.daddr, &ip6->daddr);
@@ -205,7 +227,6 @@ static __always_inline int xdpvs_parse(struct xdp_md *ctx, struct xdpvs_packet *
 
 	if (l3 > end)
 		return XDPVS_NOT_IP;
-	pkt->len = end - data;
 	__be16 proto = eth->h_proto;
 	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
 		struct xdpvs_vlan_hdr *vlan = l3;
@@ -215,9 +236,9 @@ static __always_inline int xdpvs_parse(struct xdp_md *ctx, struct xdpvs_packet *
 		l3 = vlan + 1;
 	}
 	if (proto == bpf_htons(ETH_P_IP))
-		return xdpvs_parse_ipv4(pkt, l3, end);
+		return xdpvs_parse_ipv4(pkt, l3, end, end - data);
 	if (proto == bpf_htons(ETH_P_IPV6))
-		return xdpvs_parse_ipv6(pkt, l3, end);
+		return xdpvs_parse_ipv6(pkt, l3, end, end - data);
 	return XDPVS_NOT_IP;
 }
 

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { validateServices } from '../src/config/validate.js';
 import { planProgram } from '../src/plan.js';
-import { generateProgram } from '../src/codegen/program.js';
+import { filterBit, generateProgram } from '../src/codegen/program.js';
 import { buildProgram, loadDatapath } from '../src/runtime/datapath.js';
 import { syntheticServices } from '../src/bench/synthetic.js';
 
@@ -47,5 +47,25 @@ t.test('many VIPs are split into functions picked by a binary search', (t) => {
   const c = generateProgram(planProgram(config, 'synthetic.json').plan);
   const parts = c.match(/^__noinline __u32 xdpvs_match_ipv4_\d+\(/gm) ?? [];
   t.equal(parts.length, Math.ceil(900 / 256), '900 IPv4 VIPs in parts of 256');
+  t.end();
+});
+
+t.test('the VIP filter lets every VIP through and few other addresses', (t) => {
+  const config = validateServices(syntheticServices(10000), 'synthetic.json');
+  const c = generateProgram(planProgram(config, 'synthetic.json').plan);
+  const log2 = Number(/#define XDPVS_VIP_FILTER_BITS_LOG2 (\d+)/.exec(c)![1]);
+  const words = [...c.slice(c.indexOf('xdpvs_vip_filter[')).matchAll(/0x([0-9a-f]{16})ull/g)].map((m) => BigInt(`0x${m[1]}`));
+  t.equal(words.length, 2 ** (log2 - 6), 'the bitmap has 2^log2 bits');
+  const passes = (word: number) => {
+    const bit = filterBit(word, log2);
+    return ((words[bit >> 6]! >> BigInt(bit & 63)) & 1n) === 1n;
+  };
+  const word = (address: Buffer, offset: number) => address.readUInt32LE(offset);
+  const vips = config.services.map((s) => word(s.vip.bytes, s.vip.family === 4 ? 0 : 12));
+  t.equal(vips.filter(passes).length, vips.length, 'every VIP passes');
+  // addresses among the VIPs that are no VIP's (every tenth synthetic service is IPv6) and beyond
+  const others = Array.from({ length: 2000 }, (_, k) => (k < 1000 ? 10 * k + 9 : 10000 + k)).map((i) => word(Buffer.from([10, 100, (i >> 8) & 255, i & 255]), 0));
+  const through = others.filter(passes).length / others.length;
+  t.ok(through < 0.1, `${(through * 100).toFixed(1)}% of other addresses get past the filter`);
   t.end();
 });

@@ -61,6 +61,7 @@ const LADDER_C = (vip: string) => `// SPDX-License-Identifier: GPL-2.0
 #include "hash.h"
 
 #define VIP ${vip} /* the frame's destination, as loaded from the packet */
+static __always_inline int xdpvs_maybe_vip(__u32 word) { return word == VIP; }
 #define SLOTS 1021
 
 struct ring {

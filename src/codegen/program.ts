@@ -85,6 +85,36 @@ function family(name: string, key: string, cases: Case[]): Family {
   return { name, key, partitioned, parts, dispatch: partitioned ? dispatchTree(name, parts) : undefined };
 }
 
+/** Bits per VIP address word in the filter: about 1 in 16 other addresses passes it. */
+const FILTER_BITS_PER_WORD = 16;
+const FILTER_MIN_LOG2 = 9;
+const HASH_INIT = 0x9e3779b97f4a7c15n; // XDPVS_HASH_INIT of bpf/hash.h
+
+/**
+ * The filter bit of an address word, as the C computes it: the top bits of the byte-swapped
+ * word (the address in host order) × XDPVS_HASH_INIT.
+ */
+export function filterBit(word: number, log2: number): number {
+  const hostOrder = BigInt(Buffer.from(Uint32Array.of(word).buffer).readUInt32BE(0));
+  return Number(((hostOrder * HASH_INIT) & 0xffffffffffffffffn) >> BigInt(64 - log2));
+}
+
+/** The VIP filter's bitmap as C literals, four words a line. */
+function vipFilter(words: number[]): { log2: number; bits: number; keys: number; size: number; lines: string[] } {
+  const keys = new Set(words).size;
+  const log2 = Math.max(FILTER_MIN_LOG2, Math.ceil(Math.log2(Math.max(1, keys * FILTER_BITS_PER_WORD))));
+  const bitmap = new BigUint64Array(2 ** (log2 - 6));
+  for (const w of words) {
+    const bit = filterBit(w, log2);
+    bitmap[bit >> 6]! |= 1n << BigInt(bit & 63);
+  }
+  const lines: string[] = [];
+  for (let i = 0; i < bitmap.length; i += 4) {
+    lines.push([...bitmap.subarray(i, i + 4)].map((x) => `0x${x.toString(16).padStart(16, '0')}ull`).join(', '));
+  }
+  return { log2, bits: 2 ** log2, keys, size: bitmap.length, lines };
+}
+
 /** The template's view of a plan: everything precomputed, so the template has no logic. */
 export function templateContext(plan: ProgramPlan): object {
   const byVip = new Map<string, PlannedService[]>();
@@ -127,6 +157,7 @@ export function templateContext(plan: ProgramPlan): object {
     persistent: plan.services
       .filter((s) => s.service.persistence > 0)
       .map((s) => ({ id: s.id, name: s.service.name, persistence: s.service.persistence, prefix: s.service.persistenceNetmask })),
+    filter: vipFilter([...cases4, ...cases6.values()].map((c) => c.word)),
     families: [family('ipv4', 'pkt->flow.daddr[0]', cases4), family('ipv6', 'pkt->flow.daddr[3]', [...cases6.values()])],
   };
 }
