@@ -14,7 +14,6 @@
  *   xdpvs_daemon_* (applies, reloads, start time, config file), xdpvs_scrape_error
  */
 import { MAPS } from '../abi.js';
-import type { Protocol } from '../config/types.js';
 import {
   countConnections,
   isAttached,
@@ -25,6 +24,8 @@ import {
   readTotals,
   statsReport,
   type BackendState,
+  type StatsBackend,
+  type StatsService,
 } from '../runtime/read.js';
 import { requireState, stateConfig } from '../runtime/state.js';
 import { Histogram, type HistogramSample, type Labels, type MetricFamily, type Sample } from './exposition.js';
@@ -32,24 +33,13 @@ import { Histogram, type HistogramSample, type Labels, type MetricFamily, type S
 // ---------------------------------------------------------------------------------------------
 // what a scrape reads
 
-export interface BackendSnapshot {
-  ip: string;
-  mac: string;
-  /** the file's weight */
-  weight: number;
-  state: BackendState;
-  connections: number;
-  packets: number;
-  bytes: number;
+/** A backend as `stats --json` has it, with its flows as `status` counts them. */
+export interface BackendSnapshot extends StatsBackend {
   activeConnections: number;
   inactiveConnections: number;
 }
 
-export interface ServiceSnapshot {
-  name: string;
-  vip: string;
-  port: number;
-  protocol: Protocol;
+export interface ServiceSnapshot extends Pick<StatsService, 'name' | 'vip' | 'port' | 'protocol'> {
   backends: BackendSnapshot[];
 }
 
