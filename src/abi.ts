@@ -4,6 +4,8 @@
  * test/abi.test.ts reads the BTF of a compiled program and fails if any of it differs.
  */
 
+import type { Timeouts } from './config/types.js';
+
 export const MAX_BACKENDS = 65536;
 
 /** Map names in the program, which are also their pin names. */
@@ -134,6 +136,12 @@ export interface Conn {
   backend: number;
   flags: number;
   lastSeenNs: bigint;
+}
+
+/** The idle timeout of a recorded flow in ns, as the data plane applies it (bpf/forward.h). */
+export function connTimeoutNs(proto: number, flags: number, t: Timeouts): bigint {
+  const s = proto === 17 ? t.udp : flags & CONN_CLOSING ? t.tcpFin : t.tcp;
+  return BigInt(s) * 1_000_000_000n;
 }
 
 export function encodeConn(c: Conn): Buffer {

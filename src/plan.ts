@@ -45,7 +45,8 @@ export interface ProgramPlan {
 }
 
 /** A service is the same service across reloads when its VIP, port and protocol are. */
-export const serviceKey = (s: Pick<Service, 'protocol' | 'vip' | 'port'>): string => `${s.protocol}/${s.vip.address}/${s.port}`;
+export const endpointKey = (protocol: string, address: string, port: number): string => `${protocol}/${address}/${port}`;
+export const serviceKey = (s: Pick<Service, 'protocol' | 'vip' | 'port'>): string => endpointKey(s.protocol, s.vip.address, s.port);
 export const backendKey = (s: Service, b: Pick<Backend, 'ip'>): string => `${serviceKey(s)}/${b.ip}`;
 
 /** Lowest ids not taken, keeping every id that `previous` gave to something still present. */

@@ -4,10 +4,10 @@ import { BpfMap, BpfObject, BpfProgram, VerifierError, type MapSpec } from '../l
 import { PERSISTENT_MAPS, BACKEND_PRESENT, LAYOUTS, encodeBackend, encodeRing, u32Key } from '../abi.js';
 import { generateProgram, ringClassOfMapName } from '../codegen/program.js';
 import { compileProgram } from '../codegen/clang.js';
-import { serviceRing, backendKey, type PlannedService, type ProgramPlan } from '../plan.js';
+import { serviceRing, backendKey, endpointKey, serviceKey, type PlannedService, type ProgramPlan } from '../plan.js';
 import { RING_DIRTY, RING_BACKEND_MASK } from '../sched/ring.js';
 import { hashFlow, hashSource, ringSlot } from '../sched/hash.js';
-import { CONN_CLOSING, decodeConn, decodeFlow, encodeConn } from '../abi.js';
+import { CONN_CLOSING, connTimeoutNs, decodeConn, decodeFlow, encodeConn, type Conn, type Flow } from '../abi.js';
 import { formatIp } from '../net/addr.js';
 import { UserError } from '../errors.js';
 
@@ -191,10 +191,9 @@ export function writeBackends(backends: BpfMap, plan: ProgramPlan, macs: Map<str
  *   plane counts opens and FIN/RST closes in between, and flows that end silently leave it here.
  */
 export function settleConnections(conns: BpfMap, active: BpfMap, plan: ProgramPlan, tables: Map<number, Uint32Array>, previous: Map<number, Uint32Array | undefined>): void {
-  const byEndpoint = new Map<string, PlannedService>();
-  for (const s of plan.services) byEndpoint.set(`${s.service.protocol}/${s.service.vip.address}/${s.service.port}`, s);
+  const byEndpoint = new Map(plan.services.map((s) => [serviceKey(s.service), s]));
   const now = process.hrtime.bigint(); // CLOCK_MONOTONIC, as bpf_ktime_get_coarse_ns
-  const timeoutNs = (proto: number, flags: number) => BigInt(proto === 17 ? plan.timeouts.udp : flags & CONN_CLOSING ? plan.timeouts.tcpFin : plan.timeouts.tcp) * 1_000_000_000n;
+  const live = (flow: Flow, conn: Conn) => now - conn.lastSeenNs <= connTimeoutNs(flow.proto, conn.flags, plan.timeouts);
   const markedNow = (s: PlannedService, slot: number) => {
     const table = tables.get(s.id)!;
     const before = previous.get(s.id);
@@ -205,7 +204,9 @@ export function settleConnections(conns: BpfMap, active: BpfMap, plan: ProgramPl
   for (const [key, value] of conns.entries()) {
     const flow = decodeFlow(key);
     let conn = decodeConn(value);
-    const s = byEndpoint.get(`${flow.proto === 6 ? 'tcp' : 'udp'}/${formatIp(flow.daddr)}/${flow.dport}`) ?? byEndpoint.get(`${flow.proto === 6 ? 'tcp' : 'udp'}/${formatIp(flow.daddr)}/0`);
+    const protocol = flow.proto === 6 ? 'tcp' : 'udp';
+    const vip = formatIp(flow.daddr);
+    const s = byEndpoint.get(endpointKey(protocol, vip, flow.dport)) ?? byEndpoint.get(endpointKey(protocol, vip, 0));
     const table = s && tables.get(s.id);
     if (s && table) {
       const slot = ringSlot(s.service.scheduler === 'sh' ? hashSource(flow.saddr) : hashFlow(flow), table.length);
@@ -213,11 +214,11 @@ export function settleConnections(conns: BpfMap, active: BpfMap, plan: ProgramPl
         conn = { ...conn, lastSeenNs: now };
         conns.update(key, encodeConn(conn));
       }
-      if (now - conn.lastSeenNs <= timeoutNs(flow.proto, conn.flags) && (table[slot]! & RING_BACKEND_MASK) !== conn.backend) {
+      if (live(flow, conn) && (table[slot]! & RING_BACKEND_MASK) !== conn.backend) {
         needed.set(s.id, (needed.get(s.id) ?? new Set()).add(slot));
       }
     }
-    if (now - conn.lastSeenNs <= timeoutNs(flow.proto, conn.flags) && !(flow.proto === 6 && conn.flags & CONN_CLOSING)) {
+    if (live(flow, conn) && !(flow.proto === 6 && conn.flags & CONN_CLOSING)) {
       counts.set(conn.backend, (counts.get(conn.backend) ?? 0) + 1);
     }
   }

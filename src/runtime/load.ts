@@ -209,7 +209,7 @@ async function apply(req: ApplyRequest): Promise<LoadResult> {
       clearRemoved(maps.backends, allocation.backends, previous.allocation.backends);
       return { state, plan, replaced: true, reloaded: false };
     }
-    const { progId, mode } = reload(req, planned, source, pinned, ours ? attached.progId : undefined);
+    const { progId, mode } = reload(req, ifindex, planned, source, pinned, ours ? attached.progId : undefined);
     const state = stateOf(progId, mode);
     writeState(state);
     return { state, plan, replaced: ours, reloaded: true };
@@ -228,7 +228,7 @@ const STAGED = '_staged';
  * Compiles, loads, fills and attaches a new program, replacing `replaceProgId` atomically. Only
  * renames of pins and files are left after the attach, so nothing of substance can fail then.
  */
-function reload(req: ApplyRequest, p: Planned, source: string, pinned: PinnedMaps, replaceProgId: number | undefined): { progId: number; mode: 'native' | 'generic' } {
+function reload(req: ApplyRequest, ifindex: number, p: Planned, source: string, pinned: PinnedMaps, replaceProgId: number | undefined): { progId: number; mode: 'native' | 'generic' } {
   const pins = pinDir(req.iface);
   const run = runDir(req.iface);
   const made = [run, pins].filter((d) => !fs.existsSync(d));
@@ -254,7 +254,7 @@ function reload(req: ApplyRequest, p: Planned, source: string, pinned: PinnedMap
       for (const [cls, m] of dp.rings) stage(m, ringMapName(cls));
       const old = replaceProgId === undefined ? undefined : BpfProgram.fromId(replaceProgId);
       try {
-        mode = xdpAttach(ifindexOf(req.iface), dp.program, { mode: req.mode, replaceProgFd: old }).mode;
+        mode = xdpAttach(ifindex, dp.program, { mode: req.mode, replaceProgFd: old }).mode;
       } finally {
         old?.close();
       }

@@ -16,6 +16,7 @@ import {
   u32Key,
   type Counters,
   type Flow,
+  connTimeoutNs,
 } from '../abi.js';
 import type { Protocol, ServicesConfig, Timeouts } from '../config/types.js';
 import { formatMac } from '../net/addr.js';
@@ -113,11 +114,6 @@ export interface ConnCounts {
   inactive: number;
 }
 
-/** The idle timeout of a recorded flow in ns, as the data plane applies it. */
-export function connTimeoutNs(proto: number, flags: number, t: Timeouts): bigint {
-  const s = proto === 17 ? t.udp : flags & CONN_CLOSING ? t.tcpFin : t.tcp;
-  return BigInt(s) * 1_000_000_000n;
-}
 
 /** Whether a flow is one of service s's: its VIP, protocol, and port (or any port). */
 export function flowOfService(f: Flow, s: Pick<LoadedService, 'family' | 'vipBytes' | 'protocol' | 'port'>): boolean {
